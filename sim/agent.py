@@ -1,0 +1,211 @@
+"""One agent's loop: ask the model, run its tool calls, append the results, count turns.
+
+    messages = [task]
+    while turns remain:
+        reply = model.respond(messages)            -> model_request, model_response
+        for each tool_use in reply, in order:      -> tool_call, (command...), tool_result
+            run the tool; a ToolError becomes an is_error result
+        messages += [reply, user(tool results)]
+        stop on `finish`, or on a reply with no tool calls
+
+Whatever ends the agent (its own finish, a limit, a crash, the scheduler cancelling it), the
+`finally` releases its locks, closes its shell and logs `agent_end` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from sim.errors import AuthError, ToolError
+from sim.events import (
+    AgentEnd,
+    AgentStart,
+    Error,
+    Limit,
+    ModelRequest,
+    ModelResponse,
+    ToolCall,
+    ToolResult,
+)
+from sim.models.base import Message, Model, Reply
+from sim.models.base import ModelRequest as Request
+from sim.tools import Tool, ToolContext, ToolOutput
+
+_STATUS_WHILE = {"bash": "running", "lock": "waiting for lock"}
+
+TurnGate = Callable[[str], AbstractAsyncContextManager[None]]
+
+
+@dataclass
+class AgentState:
+    """Where an agent is now; counts over the run come from the event log (sim.tally)."""
+
+    name: str
+    status: str = "starting"
+    turn: int = 0
+    end_reason: str | None = None
+    messages: list[Message] = field(default_factory=list)
+
+
+class Agent:
+    """Drives one model over one set of tools.
+
+    `run` raises only AuthError (a bad key ends the whole run) and trio's Cancelled; every
+    other failure ends this agent with reason `error` and leaves the others running."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: Model,
+        model_name: str,
+        system: str,
+        task: str,
+        tools: dict[str, Tool],
+        ctx: ToolContext,
+        max_turns: int,
+        gate: TurnGate,
+        stop_reason: Callable[[], str],
+    ) -> None:
+        self.name = name
+        self.model = model
+        self.model_name = model_name
+        self.system = system
+        self.tools = tools
+        self.ctx = ctx
+        self.max_turns = max_turns
+        self.gate = gate
+        self.stop_reason = stop_reason  # why the scheduler cancelled us, if it did
+        self.state = AgentState(name=name)
+        self.state.messages.append({"role": "user", "content": task or "Begin."})
+        self._tool_defs = [tool.definition() for tool in tools.values()]
+
+    async def run(self) -> str:
+        """Run to the end and return the end reason."""
+        events = self.ctx.events
+        reason: str | None = None
+        message = ""
+        try:
+            async with self.ctx.shell:
+                events.emit(
+                    AgentStart(
+                        model=self.model_name,
+                        tools=list(self.tools),
+                        cwd=str(self.ctx.shell.cwd),
+                        shell_pid=self.ctx.shell.pid,
+                    ),
+                    self.name,
+                )
+                reason = await self._loop()
+        except AuthError:
+            reason, message = "error", "the API rejected the key"
+            raise
+        except Exception as exc:
+            reason, message = "error", f"{type(exc).__name__}: {exc}"
+            events.emit(Error(error=type(exc).__name__, message=str(exc), where="agent"), self.name)
+        finally:
+            if reason is None:  # cancelled from outside: the scheduler knows why
+                reason = self.stop_reason()
+            with trio.CancelScope(shield=True):
+                self.ctx.locks.release_all(self.name)
+                await self.model.aclose()
+            self.state.status = "ended"
+            self.state.end_reason = reason
+            events.emit(AgentEnd(reason=reason, turns=self.state.turn, message=message), self.name)
+        return reason
+
+    async def _loop(self) -> str:
+        while True:
+            if self.state.turn >= self.max_turns:
+                self.ctx.events.emit(Limit(limit="max_turns", value=self.max_turns), self.name)
+                return "max_turns"
+            async with self.gate(self.name):
+                finished, called_tools = await self._turn()
+            if finished or not called_tools:
+                return "finished"
+
+    async def _turn(self) -> tuple[bool, bool]:
+        state, events = self.state, self.ctx.events
+        state.turn += 1
+        self.ctx.turn = state.turn
+        state.status = "thinking"
+        events.emit(
+            ModelRequest(turn=state.turn, model=self.model_name, messages=len(state.messages)),
+            self.name,
+        )
+        start = trio.current_time()
+        reply = await self.model.respond(
+            Request(
+                agent=self.name,
+                turn=state.turn,
+                system=self.system,
+                tools=self._tool_defs,
+                messages=state.messages,
+            )
+        )
+        self._record_reply(reply, trio.current_time() - start)
+        state.messages.append({"role": "assistant", "content": reply.content})
+        results: list[dict[str, Any]] = []
+        finished = False
+        for block in reply.tool_uses:
+            output = await self._call_tool(block)
+            finished = finished or output.finish
+            results.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": block["id"],
+                    "content": output.content,
+                    **({"is_error": True} if output.is_error else {}),
+                }
+            )
+        if results:
+            state.messages.append({"role": "user", "content": results})
+        state.status = "idle"
+        return finished, bool(results)
+
+    def _record_reply(self, reply: Reply, latency: float) -> None:
+        usage = reply.usage
+        self.ctx.events.emit(
+            ModelResponse(
+                turn=self.state.turn,
+                model=reply.model or self.model_name,
+                content=reply.content,
+                stop_reason=reply.stop_reason,
+                usage=usage,
+                latency=round(latency, 6),
+                retries=reply.retries,
+                cost_usd=reply.cost_usd,
+            ),
+            self.name,
+        )
+
+    async def _call_tool(self, block: dict[str, Any]) -> ToolOutput:
+        name, args = block.get("name", ""), block.get("input") or {}
+        events, turn = self.ctx.events, self.state.turn
+        events.emit(ToolCall(turn=turn, tool_use_id=block["id"], name=name, input=args), self.name)
+        start = trio.current_time()
+        tool = self.tools.get(name)
+        self.state.status = _STATUS_WHILE.get(name, f"calling {name}")
+        try:
+            if tool is None:
+                raise ToolError(f"no tool named {name!r}; your tools are {', '.join(self.tools)}")
+            output = await tool.run(self.ctx, args)
+        except ToolError as exc:
+            output = ToolOutput(str(exc), is_error=True)
+        events.emit(
+            ToolResult(
+                turn=turn,
+                tool_use_id=block["id"],
+                name=name,
+                content=output.content,
+                is_error=output.is_error,
+                duration=round(trio.current_time() - start, 6),
+            ),
+            self.name,
+        )
+        return output

@@ -1,0 +1,277 @@
+"""The event log: one JSON object per line, appended and flushed as it happens.
+
+Every line carries `seq` (gap-free from 0), `t` (seconds since the run started, from the
+harness clock), `ts` (wall clock, ISO 8601 UTC), `agent` (null for the harness) and `kind`,
+then the fields of its kind. The payload types below are the schema: one pydantic model per
+kind, registered by its `kind` literal. The log is the only contract between `sim/` and
+`analysis/`, so a field added here is a column there.
+
+The writer does one `os.write` per event on an `O_APPEND` descriptor: a killed run leaves
+every event it wrote in the kernel's page cache, and at worst a torn last line, which the
+reader drops and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+# ---------------------------------------------------------------------------------------------
+# Payloads: one model per kind. Field names are column names in analysis/.
+
+
+class Payload(BaseModel):
+    """Base of every event payload. Subclasses set `kind` as a Literal default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
+    registry: ClassVar[dict[str, type[Payload]]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        kind = cls.model_fields["kind"].default
+        if isinstance(kind, str):
+            Payload.registry[kind] = cls
+
+
+class RunStart(Payload):
+    kind: Literal["run_start"] = "run_start"
+    run_id: str
+    scenario: str
+    seed: int
+    agents: list[str]
+    scheduler: str
+
+
+class RunEnd(Payload):
+    kind: Literal["run_end"] = "run_end"
+    status: str  # completed | interrupted | error | wall_time | done_when
+    reason: str = ""
+    duration: float
+
+
+class AgentStart(Payload):
+    kind: Literal["agent_start"] = "agent_start"
+    model: str
+    tools: list[str]
+    cwd: str
+    shell_pid: int | None = None
+
+
+class AgentEnd(Payload):
+    kind: Literal["agent_end"] = "agent_end"
+    reason: str  # finished | max_turns | wall_time | done_when | error | budget | interrupted
+    turns: int
+    message: str = ""
+
+
+class ModelRequest(Payload):
+    kind: Literal["model_request"] = "model_request"
+    turn: int
+    model: str
+    messages: int  # length of the conversation sent
+
+
+class ModelResponse(Payload):
+    kind: Literal["model_response"] = "model_response"
+    turn: int
+    model: str
+    content: list[dict[str, Any]]  # Anthropic content blocks, verbatim: replay returns these
+    stop_reason: str | None
+    usage: dict[str, Any]
+    latency: float
+    retries: int = 0
+    cost_usd: float | None = None  # None: unknown model price, never guessed as zero
+
+
+class ToolCall(Payload):
+    kind: Literal["tool_call"] = "tool_call"
+    turn: int
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+
+
+class ToolResult(Payload):
+    kind: Literal["tool_result"] = "tool_result"
+    turn: int
+    tool_use_id: str
+    name: str
+    content: str
+    is_error: bool
+    duration: float
+
+
+class Command(Payload):
+    kind: Literal["command"] = "command"
+    turn: int
+    command: str
+    output: str
+    exit_code: int | None
+    duration: float
+    bytes: int
+    timed_out: bool
+    truncated: bool
+    restarted: bool = False
+    cwd: str = ""
+
+
+class ShellRestart(Payload):
+    kind: Literal["shell_restart"] = "shell_restart"
+    reason: str
+    cwd: str
+    shell_pid: int | None = None
+
+
+class LockWait(Payload):
+    kind: Literal["lock_wait"] = "lock_wait"
+    lock: str
+    holder: str | None = None  # an agent, "external" for a flock(1) outside the harness, or None
+
+
+class LockAcquire(Payload):
+    kind: Literal["lock_acquire"] = "lock_acquire"
+    lock: str
+    wait: float
+    contended: bool
+
+
+class LockRelease(Payload):
+    kind: Literal["lock_release"] = "lock_release"
+    lock: str
+    hold: float
+    reason: str = "unlock"  # unlock | agent_end
+
+
+class Limit(Payload):
+    kind: Literal["limit"] = "limit"
+    limit: str  # max_turns | wall_time | done_when | budget
+    value: float | str | None = None
+
+
+class Round(Payload):
+    kind: Literal["round"] = "round"
+    number: int
+    order: list[str]  # the agents' turn order in this round
+
+
+class Error(Payload):
+    kind: Literal["error"] = "error"
+    error: str  # the exception's class name
+    message: str
+    where: str = ""
+
+
+class Setup(Payload):
+    kind: Literal["setup"] = "setup"
+    command: str
+    output: str
+    exit_code: int | None
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+class EventLog:
+    """Append-only writer of `events.jsonl`.
+
+    `clock` gives seconds on the harness clock (trio.current_time in a run, so a MockClock
+    makes `t` exact in tests); `t` is measured from the clock's value when the log opens.
+    `emit` writes the line before it returns and never buffers, so a crash loses nothing that
+    `emit` returned from. Listeners (the live view, the tally) get `(agent, payload)` after.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float], *, start_seq: int = 0) -> None:
+        self.path = path
+        self._clock = clock
+        self._t0 = clock()
+        self._seq = start_seq
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        self._listeners: list[Callable[[str | None, Payload], None]] = []
+
+    def subscribe(self, listener: Callable[[str | None, Payload], None]) -> None:
+        self._listeners.append(listener)
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._t0
+
+    def emit(self, payload: Payload, agent: str | None = None) -> int:
+        """Write one event; return its `seq`. Raises ValueError once the log is closed."""
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the event log is closed")
+        seq = self._seq
+        t = round(self._clock() - self._t0, 6)
+        # The envelope is formatted here and the payload serialised by pydantic (in Rust), then
+        # spliced: this is the hottest path of a run, and building one dict for json.dumps
+        # cost twice as much.
+        head = f'{{"seq":{seq},"t":{t!r},"ts":"{_utc_now()}","agent":{json.dumps(agent)},'
+        body = payload.__pydantic_serializer__.to_json(payload)
+        os.write(self._fd, head.encode() + body[1:] + b"\n")
+        self._seq += 1
+        for listener in self._listeners:
+            listener(agent, payload)
+        return seq
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class LogContents:
+    """What `read_events` found: the events, and whether a torn last line was dropped."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    torn_line: str | None = None  # the partial last line, if the writer died mid-write
+
+
+def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        yield from enumerate(f, start=1)
+
+
+def read_events(path: Path) -> LogContents:
+    """Read an event log. A last line that is not complete JSON is dropped and reported in
+    `torn_line`; a bad line anywhere else raises ValueError naming the file and line."""
+    out = LogContents()
+    lines = list(iter_lines(path))
+    for number, line in lines:
+        try:
+            out.events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if number == len(lines):
+                out.torn_line = line
+            else:
+                raise ValueError(
+                    f"{path}:{number}: not a JSON event ({exc.msg}); the log is corrupt before "
+                    "its last line, which a crash cannot cause"
+                ) from exc
+    return out
+
+
+def parse_payload(event: dict[str, Any]) -> Payload:
+    """Validate one event's payload against its kind's schema (raises for an unknown kind)."""
+    kind = event.get("kind")
+    cls = Payload.registry.get(str(kind))
+    if cls is None:
+        raise ValueError(f"unknown event kind {kind!r}; known: {sorted(Payload.registry)}")
+    fields = {k: v for k, v in event.items() if k not in ("seq", "t", "ts", "agent")}
+    return cls.model_validate(fields)

@@ -1,0 +1,1 @@
+"""Scripted policies shipped with sim, for the offline scenarios and benchmarks."""

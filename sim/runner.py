@@ -1,0 +1,246 @@
+"""One run end to end: run directory, workspace, models, agents, scheduler, final status.
+
+A run's status is `completed` (every agent ended, `done_when` held, or the wall time ran out),
+`interrupted` (Ctrl-C) or `error` (setup failed, or the API rejected the key). Whatever
+happens, `run_end` is logged and `meta.json` says how it ended.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import trio
+
+from sim.agent import Agent
+from sim.errors import RunError, SimError
+from sim.events import Error, EventLog, RunEnd, RunStart, Setup
+from sim.locks import LockManager
+from sim.models import make_model
+from sim.models.base import Model
+from sim.scenario import AgentConfig, Scenario
+from sim.scheduler import Scheduler
+from sim.shell import Shell, scrubbed_env
+from sim.tally import RunTally
+from sim.tools import ToolContext, build_tools
+from sim.workspace import Workspace, new_run_dir
+
+EXIT_CODES = {"completed": 0, "error": 1, "interrupted": 130}
+ModelFactory = Callable[[AgentConfig], Model]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str  # completed | interrupted | error
+    reason: str  # what ended it: all_ended | done_when | wall_time | a message
+    tally: RunTally
+    duration: float
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES.get(self.status, 1)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("sim", "trio", "pexpect", "filelock", "anthropic", "pydantic"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def agent_env(base: Mapping[str, str], workspace: Workspace, agent: str) -> dict[str, str]:
+    """The environment of an agent's shell: scrubbed of secrets, HOME its own directory."""
+    return scrubbed_env(
+        base,
+        home=workspace.agent_dir(agent),
+        extra={
+            "SIM_AGENT": agent,
+            "SIM_SHARED": str(workspace.shared),
+            "SIM_LOCKS": str(workspace.locks_dir),
+        },
+    )
+
+
+class Run:
+    """Sets up and runs one scenario. Use `await Run(...).execute()`."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        *,
+        runs_dir: Path,
+        scenario_dir: Path | None = None,
+        env: Mapping[str, str] | None = None,
+        model_factory: ModelFactory | None = None,
+        on_start: Callable[[Run], None] | None = None,
+        shell_factory: Callable[..., Shell] = Shell,
+    ) -> None:
+        self.scenario = scenario
+        self.scenario_dir = scenario_dir
+        self.env = dict(os.environ if env is None else env)
+        self.agent_configs = scenario.expanded_agents()
+        self.names = [a.name for a in self.agent_configs]
+        self.run_dir = new_run_dir(runs_dir, scenario.name)
+        self.workspace = Workspace(self.run_dir)
+        self.tally = RunTally(self.names)
+        self._model_factory = model_factory or (
+            lambda cfg: make_model(cfg, scenario, scenario_dir, self.env)
+        )
+        self._on_start = on_start
+        self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
+        self._meta = {
+            "run_id": self.run_dir.name,
+            "scenario": scenario.name,
+            "seed": scenario.seed,
+            "agents": self.names,
+            "versions": _versions(),
+            "argv": [a for a in sys.argv if "key" not in a.lower()],
+            "start": datetime.now(UTC).isoformat(),
+            "end": None,
+            "status": "running",
+        }
+
+    async def execute(self) -> RunResult:
+        ws = self.workspace
+        ws.create(self.names)
+        ws.scenario_path.write_text(self.scenario.to_yaml(), encoding="utf-8")
+        ws.write_meta(self._meta)
+        events = EventLog(ws.events_path, trio.current_time)
+        events.subscribe(self.tally.on_event)
+        self.events = events
+        start = trio.current_time()
+        status, reason = "error", "setup failed"
+        try:
+            events.emit(
+                RunStart(
+                    run_id=self.run_dir.name,
+                    scenario=self.scenario.name,
+                    seed=self.scenario.seed,
+                    agents=self.names,
+                    scheduler=self.scenario.scheduler,
+                )
+            )
+            if self._on_start:
+                self._on_start(self)
+            status, reason = await self._run(events)
+        except SimError as exc:
+            status, reason = "error", str(exc)
+            events.emit(Error(error=type(exc).__name__, message=str(exc), where="run"))
+        except KeyboardInterrupt:
+            status, reason = "interrupted", "Ctrl-C"
+        finally:
+            duration = trio.current_time() - start
+            events.emit(RunEnd(status=status, reason=reason, duration=round(duration, 6)))
+            events.close()
+            self._meta.update(end=datetime.now(UTC).isoformat(), status=status, reason=reason)
+            ws.write_meta(self._meta)
+        return RunResult(self.run_dir, status, reason, self.tally, duration)
+
+    async def _run(self, events: EventLog) -> tuple[str, str]:
+        ws, scenario = self.workspace, self.scenario
+        ws.seed(ws.shared, scenario.workspace.shared)
+        for name in self.names:
+            ws.seed(ws.agent_dir(name), scenario.workspace.agents)
+        harness_env = agent_env(self.env, ws, "harness")
+        for command in scenario.workspace.setup:
+            await self._setup(events, command, harness_env)
+        models = {cfg.name: self._model_factory(cfg) for cfg in self.agent_configs}
+        locks = LockManager(ws, events)
+        scheduler = Scheduler(
+            events,
+            mode=scenario.scheduler,
+            seed=scenario.seed,
+            agent_names=self.names,
+            wall_time=scenario.limits.wall_time,
+            done_when=scenario.done_when,
+            shared_dir=ws.shared,
+            env=harness_env,
+        )
+        self.scheduler = scheduler
+        agents = [
+            self._agent(cfg, models[cfg.name], locks, events, scheduler)
+            for cfg in self.agent_configs
+        ]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._stop_on_sigint, scheduler)
+            stopped = await scheduler.run(agents)
+            nursery.cancel_scope.cancel()
+        if scheduler.fatal is not None:
+            raise scheduler.fatal
+        if stopped == "interrupted":
+            return "interrupted", "Ctrl-C"
+        ended = self.tally.agents.values()
+        if all(t.end_reason == "error" for t in ended):
+            first = next(iter(ended)).message
+            return "error", f"every agent ended in error; the first: {first}"
+        return "completed", stopped or "all_ended"
+
+    async def _setup(self, events: EventLog, command: str, env: dict[str, str]) -> None:
+        result = await trio.run_process(
+            ["bash", "-c", command],
+            cwd=self.workspace.shared,
+            env=env,
+            check=False,
+            capture_stdout=True,
+            stderr=subprocess.STDOUT,
+        )
+        output = result.stdout.decode(errors="replace")
+        events.emit(Setup(command=command, output=output[-4000:], exit_code=result.returncode))
+        if result.returncode != 0:
+            raise RunError(
+                f"workspace.setup command {command!r} failed with exit code "
+                f"{result.returncode}: {output.strip()[-500:]}"
+            )
+
+    def _agent(
+        self,
+        cfg: AgentConfig,
+        model: Model,
+        locks: LockManager,
+        events: EventLog,
+        scheduler: Scheduler,
+    ) -> Agent:
+        ws, limits = self.workspace, self.scenario.limits
+        shell = self._shell_factory(
+            ws.agent_dir(cfg.name),
+            agent_env(self.env, ws, cfg.name),
+            max_output_bytes=limits.max_output_bytes,
+        )
+        ctx = ToolContext(
+            agent=cfg.name, workspace=ws, shell=shell, locks=locks, events=events, limits=limits
+        )
+        return Agent(
+            name=cfg.name,
+            model=model,
+            model_name=cfg.spec.model,
+            system=cfg.spec.system,
+            task=cfg.spec.task,
+            tools=build_tools(cfg.spec.tools),
+            ctx=ctx,
+            max_turns=limits.max_turns,
+            gate=scheduler.gate,
+            stop_reason=scheduler.stop_reason,
+        )
+
+    async def _stop_on_sigint(self, scheduler: Scheduler) -> None:
+        # Ctrl-C stops the scheduler instead of raising KeyboardInterrupt at a random
+        # checkpoint, so shells close and the log ends with run_end `interrupted`.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                scheduler.stop("interrupted")
+                return

@@ -1,0 +1,624 @@
+"""One persistent bash on a pty, driven from trio without threads.
+
+bash is spawned by pexpect (pty, own session and process group, controlling terminal), then its
+master fd is read and written directly: `wait_readable` + non-blocking `os.read`, never
+pexpect's `expect()` (threads, ~51 ms a command: notes/shell.md).
+
+End of command: the prompt itself is the marker, `RS __SIM_<key><n>:<$?>:<$PWD> US`, where <key>
+is random per shell and <n> counts prompts, so each command's nonce is fresh and known in
+advance. The command line is sent as typed (no `cmd; echo marker` surgery, which breaks on
+`cmd &`), so `$?`, `$_` and PIPESTATUS read as in a terminal. A marker with a foreign key is
+ordinary output; one of ours with an old count is stale and dropped. A command that reads the
+key can still fake an end on purpose; its remaining output then shows up as late output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import re
+import secrets
+import select
+import shlex
+import shutil
+import signal
+import tempfile
+import termios
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import trio
+
+from sim.errors import ShellError
+
+_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+_NOT_INHERITED = frozenset({"PS1", "PS2", "PROMPT_COMMAND"})
+_KEY_LEN = 12
+_MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1e\x1f]*)\x1f")
+_NEEDS_FILE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # newline, \r and the tty's control chars
+_MAX_LINE = 1000  # longer lines go through a file: the pty cuts lines over 4095 bytes (notes)
+_MAX_MARK = 16384  # an unterminated RS older than this is output, not a marker in transit
+_START_DEADLINE = 10.0
+_ESCALATION = ((signal.SIGINT, 0.2), (signal.SIGTERM, 0.2), (signal.SIGKILL, 1.0))
+_SETTLE = 0.05  # after a ^C: time for the extra prompt of a command that had just ended
+_INCOMPLETE = (
+    "[incomplete command: bash was waiting for more input (unclosed quote or bracket, "
+    "heredoc without its end line, or trailing | && \\); it was cancelled and nothing ran]"
+)
+# Sent once per shell. The marker is PS1, not PROMPT_COMMAND: bash parses PROMPT_COMMAND anew
+# at every prompt, which cost ~12 µs of a ~45 µs round trip here, while PS1 is only expanded.
+# PS1 goes to stderr, so `exec >/dev/null` cannot lose it; `exec 2>/dev/null` can, and is
+# repaired at the command's timeout (see _recover). PS2 is a marker too, so an incomplete
+# command ends at once. `declare -r` keeps `source ~/.bashrc` from replacing them.
+_INIT = (
+    r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
+    r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
+    r"""__sim_ret() { return $1; }; set +H +o history; unset HISTFILE MAILCHECK; """
+    r"""unset TMOUT 2>/dev/null"""
+    "\n"
+)
+# Run at a timeout when bash's own stderr no longer is the terminal (so prompts are lost): fd
+# 255 is bash's close-on-exec handle on its terminal, opened from /dev/tty at start.
+_REPAIR = b"__sim_s=$?; exec 2>&255; __sim_ret $__sim_s\n"
+_REDIRECTED = (
+    "[bash's own stderr had been redirected (exec 2>...), which hides the shell prompt that "
+    "ends each command; it was pointed back at the terminal]"
+)
+
+
+def scrubbed_env(
+    base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """A copy of `base` without secrets (names starting with ANTHROPIC_ or containing KEY,
+    TOKEN, SECRET or PASSWORD, any case) or prompt settings; HOME=home, TERM=dumb; `extra` last."""
+    env = {
+        k: v
+        for k, v in base.items()
+        if not k.upper().startswith("ANTHROPIC_")
+        and not any(w in k.upper() for w in _SECRET_WORDS)
+        and k not in _NOT_INHERITED
+    }
+    env.update(HOME=str(home), TERM="dumb")
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    output: str  # stdout+stderr as the pty saw it; head + "[... N bytes dropped ...]" + tail
+    exit_code: int | None  # None when timed out or the shell died
+    duration: float  # seconds, trio clock
+    timed_out: bool
+    truncated: bool
+    output_bytes: int  # total bytes the command produced, before truncation
+    restarted: bool  # the shell died (or would not stop) during this command and was restarted
+    late_output: str = ""  # stale bytes drained before the command was sent
+
+
+class _Capture:
+    """Output capped while reading: the first half kept, the last half in a trimmed buffer.
+    `win` holds bytes not yet committed: maybe the start of a marker split across reads."""
+
+    __slots__ = ("head", "head_cap", "tail", "tail_cap", "total", "win")
+
+    def __init__(self, cap: int) -> None:
+        self.head_cap, self.tail_cap = cap // 2, cap - cap // 2
+        self.head, self.tail, self.win, self.total = bytearray(), bytearray(), b"", 0
+
+    def add(self, data: bytes | bytearray) -> None:
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_cap:  # trim in batches: memory stays flat
+                del self.tail[: len(self.tail) - self.tail_cap]
+
+    def text(self) -> tuple[str, bool]:
+        if not self.total:
+            return "", False
+        del self.tail[: max(0, len(self.tail) - self.tail_cap)]
+        dropped = self.total - len(self.head) - len(self.tail)
+        if not dropped:
+            return (self.head + self.tail).decode("utf-8", "replace"), False
+        head, tail = self.head.decode("utf-8", "replace"), self.tail.decode("utf-8", "replace")
+        return f"{head}\n[... {dropped} bytes dropped ...]\n{tail}", True
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [(f"{a}_{b}", ctypes.c_long) for a in ("interval", "value") for b in ("s", "ns")]
+
+
+class _Timer:
+    """A timerfd, armed per wait. With the pty and a pidfd of bash in one epoll set that trio
+    waits on, a command needs no cancel scope (about 20 µs of CPU each here, a third of a
+    round trip) and bash's death wakes the reader even when a background job keeps the pty
+    open (`sleep 99 & exit` gives no EIO). ctypes: os.timerfd_* only arrive in Python 3.13."""
+
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+    def __init__(self) -> None:
+        flags = os.O_NONBLOCK | os.O_CLOEXEC  # TFD_NONBLOCK and TFD_CLOEXEC have these values
+        self.fd = self._libc.timerfd_create(ctypes.c_int(1), ctypes.c_int(flags))  # MONOTONIC
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._spec = _ITimerSpec()
+        self._ref = ctypes.byref(self._spec)
+        self._at = -math.inf  # when it fires (trio time); -inf: fired or never armed
+
+    def arm_by(self, deadline: float, now: float, force: bool = False) -> None:
+        """Make sure it fires at `deadline` or before. A timer still set for an earlier moment
+        is left alone: it will wake the reader early, which then re-arms (force=True). Saves
+        a ctypes call (~3.5 µs) on most commands, when timeouts are alike."""
+        if not force and now < self._at <= deadline:
+            return
+        seconds = min(max(deadline - now, 1e-6), 1e9)  # 0 would disarm
+        self._spec.value_s = int(seconds)
+        self._spec.value_ns = int((seconds - int(seconds)) * 1e9)
+        self._libc.timerfd_settime(self.fd, 0, self._ref, None)  # also clears a past expiry
+        self._at = now + seconds
+
+
+_Event = tuple[str, int, bytes]  # ("done", $?, $PWD) | ("ps2", 2, b"") | ("dead", -1, b"")
+_DEAD: _Event = ("dead", -1, b"")
+
+
+class Shell:
+    """A persistent interactive bash in `cwd` with exactly `env` (pass `scrubbed_env()`).
+
+    `cwd`, exported variables and functions persist between commands. Use `async with`.
+    `pid` is the spawned process: bash, or `argv_prefix[0]` if that one forks instead of exec.
+    """
+
+    def __init__(
+        self,
+        cwd: Path,
+        env: Mapping[str, str],
+        *,
+        max_output_bytes: int = 1_000_000,
+        preexec_fn: Callable[[], None] | None = None,
+        argv_prefix: Sequence[str] = (),
+    ) -> None:
+        self.cwd = Path(cwd)
+        self._home = self.cwd  # where a restart goes when the last cwd was deleted
+        self._pwd = b""  # $PWD of the last marker, as bytes
+        self._env = dict(env)
+        self.max_output_bytes = max_output_bytes
+        self._preexec_fn = preexec_fn
+        self._argv = [*argv_prefix, "bash", "--noediting", "--norc", "--noprofile", "-i"]
+        self._proc: pexpect.spawn | None = None
+        self._fd = -1  # the pty master
+        self._pidfd = -1
+        self._ep: select.epoll | None = None  # pty, pidfd and timer: what a reader waits on
+        self._timer: _Timer | None = None
+        self._modes: list[Any] = []
+        self._key = secrets.token_hex(_KEY_LEN // 2).encode()
+        self._seen = 0  # the highest prompt count seen: markers up to it are stale
+        self._pending = bytearray()  # bytes read after the last marker: late output
+        self._busy = False
+        self._tmpdir: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.isalive()
+
+    async def __aenter__(self) -> Shell:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Spawn bash in `cwd` and wait (10 s at most) for its first marker; no-op if started.
+        Raises ShellError naming the cwd and what bash printed when it cannot start."""
+        if self._proc is None:
+            await self._spawn(self.cwd)
+
+    async def restart(self) -> None:
+        """Kill the whole tree and start a fresh bash in the last known cwd (shielded)."""
+        with trio.CancelScope(shield=True):
+            await self._kill_tree()
+            await self._spawn(self.cwd if self.cwd.is_dir() else self._home)
+
+    async def close(self) -> None:
+        """Kill bash and every process of its session, reap bash, close the pty. Idempotent;
+        shielded, so it completes even when the caller is cancelled."""
+        await self._kill_tree()
+        if self._timer is not None:
+            os.close(self._timer.fd)
+            self._timer = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    async def run(self, command: str, timeout: float) -> CommandResult:
+        """Run one command for at most `timeout` seconds.
+
+        On timeout: SIGINT, then SIGTERM, then SIGKILL to the terminal's foreground process
+        group (^C when bash itself is in the foreground: `read x`, a builtin loop), and
+        timed_out=True; the shell keeps its cwd and variables. If nothing stops it, or bash
+        dies (`exit`, `kill -9 $$`), bash is restarted in the last cwd and restarted=True.
+        On cancellation by the caller the command is interrupted the same way (shielded), then
+        Cancelled propagates. Raises ShellError if the shell is not started, is busy with
+        another command, or cannot be restarted.
+        """
+        if self._proc is None or self._ep is None:
+            raise ShellError(f"shell in {self.cwd} is not started: use `async with Shell(...)`")
+        if self._busy:
+            raise ShellError(f"shell {self.pid} is already running a command; run() one at a time")
+        if not timeout > 0:
+            raise ValueError(f"Shell.run: timeout must be > 0 seconds (got {timeout!r})")
+        self._busy = True
+        try:
+            # Stale bytes only if the pty is readable: epoll.poll(0) is 5x cheaper than a read
+            # that fails with EAGAIN, and this is the hot path.
+            late = self._drain() if self._pending or self._ep.poll(0) else ""
+            fd = self._fd
+            # Programs leave stty changes behind (notes): one ioctl to check, one more to fix.
+            if termios.tcgetattr(fd) != self._modes:
+                termios.tcsetattr(fd, termios.TCSANOW, self._modes)
+            start = trio.current_time()
+            cap = _Capture(self.max_output_bytes)
+            await self._write(self._line(command))
+            code: int | None
+            try:
+                ev = await self._wait_end(cap, start + timeout, ps2=True)
+                if ev is not None and ev[0] == "done":
+                    code, timed_out, restarted, note = ev[1], False, False, ""
+                else:
+                    ev, code, timed_out, restarted, note = await self._recover(cap, ev)
+            except BaseException:  # Cancelled, KeyboardInterrupt: leave no command running
+                with trio.CancelScope(shield=True):
+                    if await self._interrupt(cap) in (None, _DEAD):
+                        with contextlib.suppress(ShellError):  # it stays closed; run() says so
+                            await self.restart()
+                raise
+            if ev is not None and ev[0] == "done" and ev[2] != self._pwd:
+                self._pwd, self.cwd = ev[2], Path(os.fsdecode(ev[2]))
+            output, truncated = cap.text()
+            if note:
+                output += ("\n" if output and not output.endswith("\n") else "") + note
+            return CommandResult(
+                output=output,
+                exit_code=code,
+                duration=trio.current_time() - start,
+                timed_out=timed_out,
+                truncated=truncated,
+                output_bytes=cap.total,
+                restarted=restarted,
+                late_output=late,
+            )
+        finally:
+            self._busy = False
+
+    async def _recover(
+        self, cap: _Capture, ev: _Event | None
+    ) -> tuple[_Event | None, int | None, bool, bool, str]:
+        """The slow paths of run(): timeout, incomplete command, dead shell. Returns the final
+        event, exit code, timed_out, restarted and a note for the output."""
+        timed_out, restarted, code, note = False, False, None, ""
+        if ev is None and (ev := self._read_now(cap)) is None:  # a marker at the deadline?
+            timed_out = True
+            if self._stderr_lost() and self._foreground() == self.pid:
+                # `exec 2>/dev/null` sent the prompts away: bash may well be idle. ^C stops a
+                # `read` or builtin loop, if any; then a line sets stderr back.
+                await self._write(b"\x03")
+                await trio.sleep(_SETTLE)
+            else:
+                ev = await self._interrupt(cap)
+            if ev is None and self._stderr_lost():
+                await self._write(_REPAIR)
+                ev = await self._wait_end(cap, trio.current_time() + 1.0, ps2=False)
+                note = _REDIRECTED if ev is not None and ev[0] == "done" else ""
+        if ev is None or ev[0] == "dead":
+            restarted = True
+            if ev is None:
+                note += "[the command did not stop after SIGINT, SIGTERM and SIGKILL; shell killed"
+            else:
+                code, how = await self._reap()
+                note = f"[shell exited ({how})"
+            await self.restart()
+            note += f"; restarted in {self.cwd}]"
+        elif ev[0] == "ps2":
+            await self._write(b"\x03")  # ^C makes bash drop the partial command, then a prompt
+            ev = await self._wait_end(cap, trio.current_time() + 2.0, ps2=False)
+            if ev is None or ev[0] == "dead":
+                await self.restart()
+            code, note = 2, _INCOMPLETE
+            cap.head, cap.tail, cap.total = bytearray(), bytearray(), 0  # nothing ran
+        elif not timed_out:
+            code = ev[1]
+        return ev, code, timed_out, restarted, note
+
+    def _foreground(self) -> int:
+        """The terminal's foreground process group; bash's pid when bash itself is."""
+        try:
+            return os.tcgetpgrp(self._fd)
+        except OSError:
+            return -1
+
+    def _stderr_lost(self) -> bool:
+        """Is bash's own stderr, where its prompts go, no longer its terminal (fd 255)?"""
+        proc = f"/proc/{self.pid}/fd/"
+        try:
+            tty = os.stat(proc + "255").st_rdev
+        except OSError:
+            return False  # no handle to repair it with
+        try:
+            return os.stat(proc + "2").st_rdev != tty
+        except OSError:
+            return True  # `exec 2>&-`
+
+    def _line(self, command: str) -> bytes:
+        try:
+            data = command.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a lone surrogate that no file name could hold
+            data = command.encode("utf-8", "replace")
+        if len(data) <= _MAX_LINE and not _NEEDS_FILE.search(command):
+            return data + b"\n"  # one line: canonical mode, bash reads it like typed input
+        # `. file` keeps cwd, variables and `exit` in this shell; bash reads the whole file
+        # before running it, so rewriting it for the next command is safe.
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="sim-shell-")  # mode 0700
+        path = os.path.join(self._tmpdir, "cmd")
+        with open(path, "wb") as f:
+            f.write(data)
+        return b"builtin . " + shlex.quote(path).encode() + b"\n"
+
+    async def _write(self, data: bytes) -> None:
+        """Write all of `data` to the pty (no checkpoint when it fits, the usual case)."""
+        while data:
+            try:
+                data = data[os.write(self._fd, data) :]
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(self._fd)
+
+    def _drain(self) -> str:
+        """Stale bytes (job notices, output after a faked marker), read without waiting."""
+        data, cap = self._pending, self.max_output_bytes
+        self._pending = bytearray()
+        while len(data) < 2 * cap:  # bounded: a background `yes` never runs dry
+            try:
+                chunk = os.read(self._fd, 65536)
+            except OSError:  # EAGAIN, or EIO from a dead shell: the next read says so
+                break
+            if not chunk:
+                break
+            data += chunk
+        if not data:
+            return ""
+        late = _Capture(cap)
+        late.add(_MARK.sub(self._stale, data))
+        return late.text()[0]
+
+    def _stale(self, m: re.Match[bytes]) -> bytes:
+        """re.sub callback: drop our own stale markers (e.g. the prompt after a ^C that came
+        as a command ended) and note their count; keep imitations with a foreign key."""
+        if m[1] != self._key:
+            return m[0]
+        self._seen = max(self._seen, int(m[2]))
+        return b""
+
+    def _feed(self, cap: _Capture, data: bytes, ps2: bool) -> _Event | None:
+        """Take read bytes: output to `cap`, and the event if they end the command."""
+        if cap.win:
+            data, cap.win = cap.win + data, b""
+        pos = 0
+        while (m := _MARK.search(data, pos)) is not None:
+            if m[1] == self._key and (n := int(m[2])) > self._seen:
+                self._seen = n
+                if m.start():
+                    cap.add(self._unmark(data[: m.start()]))
+                if m.end() < len(data):
+                    self._pending += data[m.end() :]
+                return ("done", int(m[3]), m[4])
+            pos = m.end()
+        if ps2 and data.endswith(b"\x1e__SIM2_%s\x1f" % self._key):
+            return ("ps2", 2, b"")
+        keep = data.rfind(b"\x1e")  # a marker may be split across reads: hold it back
+        if keep < 0 or data.find(b"\x1f", keep) >= 0 or len(data) - keep > _MAX_MARK:
+            keep = len(data)
+        cap.add(self._unmark(data[:keep]))
+        cap.win = data[keep:]
+        return None
+
+    def _unmark(self, data: bytes) -> bytes:
+        return _MARK.sub(self._stale, data) if b"\x1e" in data else data
+
+    async def _wait_end(self, cap: _Capture, deadline: float, ps2: bool) -> _Event | None:
+        """Read until a fresh marker, PS2 or bash's death; None at `deadline` (trio time).
+        wait_readable parks the task on every read (a schedule point), so a chatty shell
+        cannot starve the others (notes). Cancellable by the caller's scope."""
+        assert self._ep is not None and self._timer is not None and self._proc is not None
+        fd, ep, proc, timer = self._fd, self._ep.fileno(), self._proc, self._timer
+        timer.arm_by(deadline, trio.current_time())
+        while True:
+            await trio.lowlevel.wait_readable(ep)
+            try:
+                data = os.read(fd, 65536)
+            except BlockingIOError:  # the timer, or bash's pidfd
+                now = trio.current_time()
+                if now >= deadline:
+                    return None
+                if not proc.isalive():
+                    return _DEAD
+                timer.arm_by(deadline, now, force=True)  # fired early: clear it, wait on
+                continue
+            except OSError:  # EIO: every slave fd is closed, bash is gone
+                return _DEAD
+            if not data:
+                return _DEAD
+            if (ev := self._feed(cap, data, ps2)) is not None:
+                return ev
+
+    def _read_now(self, cap: _Capture) -> _Event | None:
+        """What is already readable, without waiting: a marker that just beat the deadline."""
+        for _ in range(16):  # bounded: `yes` never runs dry
+            try:
+                data = os.read(self._fd, 65536)
+            except BlockingIOError:
+                return None
+            except OSError:
+                return _DEAD
+            if not data:
+                return _DEAD
+            if (ev := self._feed(cap, data, False)) is not None:
+                return ev
+        return None
+
+    async def _interrupt(self, cap: _Capture) -> _Event | None:
+        """SIGINT, SIGTERM, SIGKILL the foreground process group (^C if it is bash itself),
+        waiting for the marker after each: nested shells and REPLs ignore SIGINT (notes).
+        Shielded, ~1.5 s at most. None if no marker came (`trap '' INT` in bash itself)."""
+        with trio.CancelScope(shield=True):
+            if self._proc is None:
+                return None
+            sent_ctrl_c = False
+            for sig, grace in _ESCALATION:
+                fg = self._foreground()
+                if fg in (self._proc.pid, -1):
+                    await self._write(b"\x03")
+                    sent_ctrl_c = True
+                else:
+                    with contextlib.suppress(OSError):  # the group may have just ended
+                        os.killpg(fg, sig)
+                ev = await self._wait_end(cap, trio.current_time() + grace, ps2=False)
+                if ev is not None:
+                    if sent_ctrl_c and ev[0] == "done":
+                        # The command may have ended just before the ^C, which then makes a
+                        # second prompt: let it arrive now, so the next drain marks it stale.
+                        await trio.sleep(_SETTLE)
+                    return ev
+        return None
+
+    async def _reap(self) -> tuple[int | None, str]:
+        """After EIO: wait (1 s at most) for bash to be reaped; its exit code and a phrase."""
+        proc = self._proc
+        with trio.move_on_after(1.0):
+            while proc is not None and proc.isalive():
+                await trio.sleep(0.002)
+        if proc is None or proc.isalive():
+            return None, "status unknown"
+        if proc.signalstatus is not None:
+            return None, f"killed by signal {proc.signalstatus}"
+        return proc.exitstatus, f"exit status {proc.exitstatus}"
+
+    async def _spawn(self, cwd: Path) -> None:
+        user_preexec = self._preexec_fn
+
+        def child_setup() -> None:  # in the child, before exec
+            termios.tcsetattr(0, termios.TCSANOW, _wanted_modes(termios.tcgetattr(0)))
+            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
+            # this, `yes | head` in the shell ends with "yes: Broken pipe" instead of quietly.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            if user_preexec is not None:
+                user_preexec()
+
+        try:
+            proc = pexpect.spawn(
+                self._argv[0],
+                self._argv[1:],
+                cwd=str(cwd),
+                env=self._env,
+                echo=False,
+                preexec_fn=child_setup,
+            )
+        except Exception as e:  # pexpect re-raises the child's chdir/exec/preexec error
+            raise ShellError(f"cannot start {' '.join(self._argv)} in {cwd}: {e}") from e
+        # pexpect sleeps 50 ms before each send and 100 ms around close: we never use its
+        # send/expect, and close only once bash is reaped.
+        proc.delaybeforesend = None
+        proc.ptyproc.delayafterclose = proc.ptyproc.delayafterterminate = 0
+        self._proc, self._fd, self._pending, self._seen = proc, proc.child_fd, bytearray(), 0
+        os.set_blocking(self._fd, False)
+        if self._timer is None:
+            self._timer = _Timer()
+        self._pidfd = os.pidfd_open(proc.pid)
+        self._ep = select.epoll()
+        for fd in (self._fd, self._pidfd, self._timer.fd):
+            self._ep.register(fd, select.EPOLLIN)
+        cap = _Capture(65536)
+        ev: _Event | None = None
+        try:
+            await self._write(_INIT.replace("@KEY@", self._key.decode()).encode())
+            ev = await self._wait_end(cap, trio.current_time() + _START_DEADLINE, ps2=False)
+        finally:
+            if ev is None or ev[0] != "done":
+                await self._kill_tree()
+        if ev is None or ev[0] != "done":
+            said = cap.text()[0][-500:]
+            why = "it exited" if ev else f"no prompt within {_START_DEADLINE} s"
+            raise ShellError(f"bash did not start in {cwd} ({self._argv}): {why}; said {said!r}")
+        self._pwd, self.cwd = ev[2], Path(os.fsdecode(ev[2]))
+        self._modes = _wanted_modes(termios.tcgetattr(self._fd))
+        termios.tcsetattr(self._fd, termios.TCSANOW, self._modes)
+
+    async def _kill_tree(self) -> None:
+        """SIGKILL bash and every process of its session (background and nohup'd jobs have
+        their own process groups but keep the session), reap bash, close the pty. Shielded.
+        Processes that left the session with `setsid` escape this; issue 7 catches them with
+        a Unix user per agent."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+            while True:
+                victims = _session_members(proc.pid)
+                if proc.isalive():  # also reaps it once it is a zombie
+                    victims.add(proc.pid)
+                if not victims:
+                    break
+                for pid in victims:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                await trio.sleep(0.002)
+        if self._ep is not None:
+            trio.lowlevel.notify_closing(self._ep.fileno())
+            self._ep.close()
+            os.close(self._pidfd)
+            self._ep, self._pidfd = None, -1
+        trio.lowlevel.notify_closing(self._fd)
+        self._fd = -1
+        # Closes the pty; bash is reaped already, so it does not wait. If bash was still
+        # unkillable after 5 s (D state), there is nothing more to do here.
+        with contextlib.suppress(Exception):
+            proc.close(force=True)
+
+
+def _wanted_modes(attrs: list[Any]) -> list[Any]:
+    """No echo, no output post-processing (no \\r\\n, binary intact), ISIG kept for ^C."""
+    new = list(attrs)
+    new[1] = attrs[1] & ~termios.OPOST
+    new[3] = (attrs[3] & ~(termios.ECHO | termios.ECHONL)) | termios.ISIG
+    return new
+
+
+def _session_members(sid: int) -> set[int]:
+    """Live (non-zombie) processes whose session id is `sid`, from /proc/*/stat."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()  # comm may hold spaces and parens
+        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
+            found.add(int(name))
+    return found

@@ -1,0 +1,83 @@
+"""Shared fixtures: a fake shell for scheduler logic, scenario builders."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from sim.shell import CommandResult
+
+
+class FakeShell:
+    """A Shell stand-in for logic tests under MockClock: `sleep N` takes N virtual seconds,
+    `exit N` returns N, anything else echoes itself. No process is involved."""
+
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None, **_: Any) -> None:
+        self.cwd = cwd
+        self.env = env or {}
+        self.pid: int | None = None
+        self.alive = False
+        self.commands: list[str] = []
+
+    async def start(self) -> None:
+        self.alive, self.pid = True, 4242
+
+    async def close(self) -> None:
+        self.alive = False
+
+    async def restart(self) -> None:
+        self.alive = True
+
+    async def __aenter__(self) -> FakeShell:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with trio.CancelScope(shield=True):
+            await self.close()
+
+    async def run(self, command: str, timeout: float) -> CommandResult:
+        self.commands.append(command)
+        start = trio.current_time()
+        m = re.match(r"sleep ([\d.]+)", command)
+        timed_out = False
+        if m:
+            with trio.move_on_after(timeout) as scope:
+                await trio.sleep(float(m.group(1)))
+            timed_out = scope.cancelled_caught
+        m_touch = re.match(r'touch "\$SIM_SHARED/(\w+)"', command)
+        if m_touch:  # the one command with a real effect: done_when tests look for the file
+            (Path(self.env["SIM_SHARED"]) / m_touch.group(1)).touch()
+        m_exit = re.match(r"exit (\d+)", command)
+        code = None if timed_out else (int(m_exit.group(1)) if m_exit else 0)
+        await trio.lowlevel.checkpoint()
+        return CommandResult(
+            output="" if m else command,
+            exit_code=code,
+            duration=trio.current_time() - start,
+            timed_out=timed_out,
+            truncated=False,
+            output_bytes=len(command),
+            restarted=False,
+        )
+
+
+@pytest.fixture
+def fake_shell_cls() -> type[FakeShell]:
+    return FakeShell
+
+
+def scenario_dict(**overrides: Any) -> dict[str, Any]:
+    """A small valid scenario as a dict, with top-level keys overridden."""
+    data: dict[str, Any] = {
+        "name": "t",
+        "seed": 3,
+        "limits": {"max_turns": 10, "wall_time": 30, "command_timeout": 5},
+        "agents": [{"name": "a", "steps": [{"bash": "echo hi"}, {"finish": "ok"}]}],
+    }
+    data.update(overrides)
+    return data

@@ -1,0 +1,166 @@
+"""Whole runs with real shells: the shipped scenarios, secrets, the CLI, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from sim.events import read_events
+from sim.runner import Run, RunResult
+from sim.scenario import load_scenario, validate_scenario
+from tests.conftest import scenario_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "sk-ant-test-0123456789-DO-NOT-LEAK"
+
+
+def run(tmp_path: Path, scenario: Any, env: dict[str, str] | None = None) -> RunResult:
+    async def main() -> RunResult:
+        return await Run(scenario, runs_dir=tmp_path / "runs", env=env).execute()
+
+    return trio.run(main)
+
+
+def events_of(result: RunResult) -> list[dict[str, Any]]:
+    return read_events(result.run_dir / "events.jsonl").events
+
+
+def counter(result: RunResult) -> int:
+    return int((result.run_dir / "workspace/shared/counter.txt").read_text())
+
+
+def test_quickstart_assembles_the_report_under_the_lock(tmp_path: Path) -> None:
+    result = run(tmp_path, load_scenario(ROOT / "scenarios/quickstart.yaml"))
+    assert result.status == "completed"
+    report = (result.run_dir / "workspace/shared/report.md").read_text()
+    assert report.count("## ") == 3
+    for name in ("alice", "bob", "carol"):
+        assert (result.run_dir / f"workspace/agents/{name}/section.md").exists()
+    events = events_of(result)
+    assert [e["seq"] for e in events] == list(range(len(events)))
+    assert {e["agent"]: e["reason"] for e in events if e["kind"] == "agent_end"} == {
+        "alice": "finished",
+        "bob": "finished",
+        "carol": "finished",
+    }
+    meta = json.loads((result.run_dir / "meta.json").read_text())
+    assert meta["status"] == "completed" and meta["seed"] == 7 and meta["end"]
+    assert (result.run_dir / "scenario.yaml").read_text().startswith("name: quickstart")
+
+
+def test_counter_race_with_lock_is_exact(tmp_path: Path) -> None:
+    scenario = load_scenario(ROOT / "scenarios/counter_race.yaml")
+    result = run(tmp_path, scenario)
+    assert result.status == "completed"
+    assert counter(result) == 200
+
+
+def test_counter_race_without_lock_loses_updates(tmp_path: Path) -> None:
+    # round_robin makes the interleaving a function of the seed: read, read, write, write.
+    scenario = load_scenario(
+        ROOT / "scenarios/counter_race.yaml",
+        [
+            "agents.0.params.use_lock=false",
+            "agents.0.params.times=5",
+            "agents.0.replicas=4",
+            "scheduler=round_robin",
+        ],
+    )
+    result = run(tmp_path, scenario)
+    assert result.status == "completed"
+    assert counter(result) < 20
+    assert not any(e["kind"] == "lock_acquire" for e in events_of(result))
+
+
+def test_no_secret_reaches_the_shell_or_the_run_directory(tmp_path: Path) -> None:
+    env = dict(os.environ, ANTHROPIC_API_KEY=SECRET, GITHUB_TOKEN=SECRET, DB_PASSWORD=SECRET)
+    scenario = validate_scenario(
+        scenario_dict(agents=[{"name": "a", "steps": [{"bash": "env; cat /proc/$$/environ"}]}])
+    )
+    result = run(tmp_path, scenario, env=env)
+    (command,) = [e for e in events_of(result) if e["kind"] == "command"]
+    assert "PATH=" in command["output"] and "SIM_SHARED=" in command["output"]
+    for path in result.run_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_setup_failure_is_a_clear_error_and_the_log_is_complete(tmp_path: Path) -> None:
+    scenario = validate_scenario(scenario_dict(workspace={"setup": ["echo nope; exit 3"]}))
+    result = run(tmp_path, scenario)
+    assert result.status == "error" and result.exit_code == 1
+    assert "exit code 3" in result.reason and "nope" in result.reason
+    kinds = [e["kind"] for e in events_of(result)]
+    assert kinds == ["run_start", "setup", "error", "run_end"]
+
+
+def sim_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
+
+
+def test_cli_quiet_prints_only_the_run_directory(tmp_path: Path) -> None:
+    proc = sim_cli(
+        "run", "scenarios/quickstart.yaml", "--quiet", "--runs-dir", str(tmp_path / "runs")
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    (line,) = out.strip().splitlines()
+    assert Path(line).is_dir() and (Path(line) / "events.jsonl").exists()
+
+
+def test_cli_bad_override_is_one_clear_line(tmp_path: Path) -> None:
+    proc = sim_cli("run", "scenarios/quickstart.yaml", "--set", "limits.max_turns=zero")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "limits.max_turns" in err and "Traceback" not in err
+
+
+def test_ctrl_c_ends_the_run_cleanly(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(
+        json.dumps(
+            scenario_dict(
+                agents=[{"name": "s", "replicas": 2, "steps": [{"bash": "sleep 987 & sleep 60"}]}],
+                limits={"command_timeout": 100, "wall_time": 100},
+            )
+        )
+    )
+    proc = sim_cli("run", str(scenario), "--quiet", "--runs-dir", str(tmp_path / "runs"))
+    log = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "runs").glob("*/events.jsonl"))
+        if logs and sum(e["kind"] == "command" or e["kind"] == "tool_call"
+                        for e in read_events(logs[0]).events) >= 2:  # fmt: skip
+            log = logs[0]
+            break
+        time.sleep(0.05)
+    assert log is not None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    events = read_events(log).events
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
+    assert {e["reason"] for e in events if e["kind"] == "agent_end"} == {"interrupted"}
+    pids = [e["shell_pid"] for e in events if e["kind"] == "agent_start"]
+    time.sleep(0.2)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists()
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True, text=True)
+    assert sleepers.stdout.strip() == ""
