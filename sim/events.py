@@ -162,6 +162,51 @@ class Round(Payload):
     order: list[str]  # the agents' turn order in this round
 
 
+class Message(Payload):
+    kind: Literal["message"] = "message"  # `agent` is the sender
+    recipients: list[str]
+    size: int  # bytes of text
+    text: str
+
+
+class FileWrite(Payload):
+    kind: Literal["file_write"] = "file_write"  # `agent` is the writer
+    path: str  # relative to shared/
+    bytes: int  # the file's size after the write (-1: deleted)
+    locked: bool  # the writer held this file's lock
+    via: str  # bash | editor
+
+
+class Clobber(Payload):
+    kind: Literal["clobber"] = "clobber"  # `agent` wrote over a version it had not seen
+    path: str
+    overwrote: str  # the agent whose change was lost
+    locked: bool
+    via: str
+
+
+class Deadlock(Payload):
+    kind: Literal["deadlock"] = "deadlock"
+    cycle: list[str]  # agents in the wait-for cycle, in order
+    locks: list[str]  # the locks they wait for, in the same order
+    victim: str  # the waiter whose lock call was failed to break the cycle
+
+
+class LockOverdue(Payload):
+    kind: Literal["lock_overdue"] = "lock_overdue"
+    lock: str
+    holder: str
+    held: float
+    broken: bool  # the harness took the lock away
+
+
+class Interrupted(Payload):
+    kind: Literal["interrupted"] = "interrupted"  # a tool call in flight when the run died
+    tool_use_id: str
+    name: str
+    turn: int
+
+
 class Error(Payload):
     kind: Literal["error"] = "error"
     error: str  # the exception's class name
