@@ -9,6 +9,7 @@ Goal: 128 agents at 5,000 turns/s or more on 2 cores.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import tempfile
 import time
@@ -47,8 +48,11 @@ def measure(agents: int, turns: int, runs_dir: Path) -> tuple[float, float, int]
         return result.run_dir
 
     start = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     run_dir = trio.run(main)
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     wall = time.perf_counter() - start
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     events = read_events(run_dir / "events.jsonl").events
     done = sum(e["kind"] == "model_request" for e in events)
     commands = sum(e["kind"] == "command" for e in events)
@@ -56,7 +60,7 @@ def measure(agents: int, turns: int, runs_dir: Path) -> tuple[float, float, int]
     # turns/s over the agents' working time: from the first turn to the last agent_end.
     first = next(e["t"] for e in events if e["kind"] == "model_request")
     last = max(e["t"] for e in events if e["kind"] == "agent_end")
-    return done / (last - first), wall, len(events)
+    return done / (last - first), wall, len(events), cpu / done * 1e6
 
 
 def main() -> None:
@@ -64,11 +68,17 @@ def main() -> None:
     parser.add_argument("--agents", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--turns", type=int, default=200)
     args = parser.parse_args()
-    print(f"{'agents':>6} {'turns':>7} {'events':>8} {'wall s':>7} {'turns/s':>9}")
+    print(
+        f"{'agents':>6} {'turns':>7} {'events':>8} {'wall s':>7} {'turns/s':>9} "
+        f"{'harness CPU us/turn':>20}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.agents:
-            rate, wall, events = measure(n, args.turns, Path(tmp))
-            print(f"{n:>6} {n * (args.turns + 1):>7} {events:>8} {wall:>7.2f} {rate:>9.0f}")
+            rate, wall, events, cpu_us = measure(n, args.turns, Path(tmp))
+            print(
+                f"{n:>6} {n * (args.turns + 1):>7} {events:>8} {wall:>7.2f} {rate:>9.0f} "
+                f"{cpu_us:>20.0f}"
+            )
     print("goal: 128 agents at >= 5,000 turns/s")
 
 

@@ -6,9 +6,10 @@ into the log, so the terminal and `analysis/` can never disagree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
-from sim import events as ev
 from sim.events import Payload
 
 
@@ -47,37 +48,67 @@ class RunTally:
 
     def on_event(self, agent: str | None, event: Payload) -> None:
         tally = self.agents.get(agent or "")
-        if tally is None:
-            return
-        match event:
-            case ev.AgentStart():
-                tally.status = "running"
-            case ev.ModelRequest(turn=turn):
-                tally.turns = turn
-                tally.status = "thinking"
-            case ev.ModelResponse(usage=usage, cost_usd=cost, model=model):
-                tally.input_tokens += int(usage.get("input_tokens") or 0)
-                tally.output_tokens += int(usage.get("output_tokens") or 0)
-                tally.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
-                tally.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-                if cost is None and model != "scripted":
-                    tally.cost_usd = None
-                elif tally.cost_usd is not None:
-                    tally.cost_usd += cost or 0.0
-            case ev.ToolCall(name=name, input=args):
-                tally.status = f"tool: {name}"
-                if name == "bash":
-                    tally.last_command = str(args.get("command", ""))
-            case ev.Command(exit_code=code, timed_out=timed_out):
-                tally.commands += 1
-                tally.failed_commands += int(code != 0 or timed_out)
-            case ev.LockWait(lock=lock):
-                tally.lock_waits += 1
-                tally.status = f"waiting for {lock}"
-            case ev.AgentEnd(reason=reason, message=message):
-                tally.status = "ended"
-                tally.end_reason = reason
-                tally.message = message
+        if tally is not None:
+            handler = self._handlers.get(event.kind)
+            if handler is not None:
+                handler(tally, event)
+
+    # One handler per kind, looked up by `kind`: a `match` over classes tried every case in
+    # turn for every event, and this runs for each of them.
+
+    @staticmethod
+    def _agent_start(tally: AgentTally, event: Any) -> None:
+        tally.status = "running"
+
+    @staticmethod
+    def _model_request(tally: AgentTally, event: Any) -> None:
+        tally.turns = event.turn
+        tally.status = "thinking"
+
+    @staticmethod
+    def _model_response(tally: AgentTally, event: Any) -> None:
+        usage = event.usage
+        if usage:
+            tally.input_tokens += int(usage.get("input_tokens") or 0)
+            tally.output_tokens += int(usage.get("output_tokens") or 0)
+            tally.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
+            tally.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
+        if event.cost_usd is None and event.model != "scripted":
+            tally.cost_usd = None
+        elif tally.cost_usd is not None:
+            tally.cost_usd += event.cost_usd or 0.0
+
+    @staticmethod
+    def _tool_call(tally: AgentTally, event: Any) -> None:
+        tally.status = f"tool: {event.name}"
+        if event.name == "bash":
+            tally.last_command = str(event.input.get("command", ""))
+
+    @staticmethod
+    def _command(tally: AgentTally, event: Any) -> None:
+        tally.commands += 1
+        tally.failed_commands += int(event.exit_code != 0 or event.timed_out)
+
+    @staticmethod
+    def _lock_wait(tally: AgentTally, event: Any) -> None:
+        tally.lock_waits += 1
+        tally.status = f"waiting for {event.lock}"
+
+    @staticmethod
+    def _agent_end(tally: AgentTally, event: Any) -> None:
+        tally.status = "ended"
+        tally.end_reason = event.reason
+        tally.message = event.message
+
+    _handlers: ClassVar[dict[str, Callable[[AgentTally, Any], None]]] = {
+        "agent_start": _agent_start,
+        "model_request": _model_request,
+        "model_response": _model_response,
+        "tool_call": _tool_call,
+        "command": _command,
+        "lock_wait": _lock_wait,
+        "agent_end": _agent_end,
+    }
 
     @property
     def total_cost(self) -> float | None:
