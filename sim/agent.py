@@ -34,6 +34,7 @@ from sim.events import (
 )
 from sim.models.base import Message, Model, Reply
 from sim.models.base import ModelRequest as Request
+from sim.models.replay import RecordingExhausted
 from sim.tools import Tool, ToolContext, ToolOutput
 
 _STATUS_WHILE = {"bash": "running", "lock": "waiting for lock"}
@@ -105,6 +106,8 @@ class Agent:
         except AuthError:
             reason, message = "error", "the API rejected the key"
             raise
+        except RecordingExhausted as exc:
+            reason, message = "recording_end", str(exc)
         except Exception as exc:
             reason, message = "error", f"{type(exc).__name__}: {exc}"
             events.emit(Error(error=type(exc).__name__, message=str(exc), where="agent"), self.name)

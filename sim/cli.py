@@ -13,8 +13,10 @@ from pathlib import Path
 
 import trio
 from rich.console import Console
+from rich.table import Table
 
-from sim.errors import SimError
+from sim import catalog, replay, transcript
+from sim.errors import RunError, SimError
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
 from sim.view import LiveView, end_messages, summary_table
@@ -44,6 +46,25 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", dest="overrides", action="append", default=[])
 
     sub.add_parser("schema", help="print the scenario JSON Schema")
+
+    replay = sub.add_parser("replay", help="re-simulate a recorded run (or --playback its events)")
+    replay.add_argument("run_dir", type=Path)
+    replay.add_argument("--playback", action="store_true", help="print events, touch no shell")
+    replay.add_argument("--speed", type=float, default=1.0, help="playback speed; 0: instant")
+    replay.add_argument("--until", metavar="AGENT:TURN", help="replay up to this turn, then...")
+    replay.add_argument("--then", choices=["live"], help="...carry on with the live models")
+    replay.add_argument("--runs-dir", type=Path, default=None, help="default: beside the run")
+    replay.add_argument("--quiet", action="store_true")
+
+    show = sub.add_parser("show", help="print a run's transcript")
+    show.add_argument("run_dir", type=Path)
+    show.add_argument("--agent", help="only this agent")
+    show.add_argument("--kind", action="append", help="only these event kinds (repeatable)")
+    show.add_argument("--by-agent", action="store_true", help="group per agent, not by time")
+    show.add_argument("--follow", action="store_true", help="keep printing a live run")
+
+    runs = sub.add_parser("runs", help="list runs")
+    runs.add_argument("--runs-dir", type=Path, default=Path("runs"))
     return parser
 
 
@@ -79,6 +100,81 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
+def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    if args.playback:
+        events, torn = transcript.load(args.run_dir)
+        transcript.playback(
+            transcript.select(events), args.speed, lambda line: print(line, flush=True)
+        )
+        if torn:
+            print("(the log's last line was torn by a crash and is not shown)", file=sys.stderr)
+        return 0
+    if bool(args.until) != bool(args.then):
+        raise RunError("--until AGENT:TURN and --then live go together")
+    until = replay.parse_until(args.until) if args.until else None
+    runs_dir = args.runs_dir or args.run_dir.resolve().parent
+    view = LiveView(console, enabled=console.is_terminal and not args.quiet)
+
+    async def main() -> tuple[RunResult, replay.Report]:
+        return await replay.resimulate(
+            args.run_dir,
+            runs_dir=runs_dir,
+            until=until,
+            live=bool(args.then),
+            on_start=lambda run: view.attach(run.tally, f"replay of {args.run_dir.name}"),
+        )
+
+    try:
+        result, report = trio.run(main)
+    finally:
+        view.stop()
+    print(result.run_dir if args.quiet else f"replay run directory: {result.run_dir}")
+    print(report.summary(), file=sys.stderr if args.quiet else sys.stdout)
+    if result.status != "completed":
+        print(f"replay {result.status}: {result.reason}", file=sys.stderr)
+        return result.exit_code
+    return replay.EXIT_DIVERGED if report.divergences else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    kinds = args.kind or None
+    if args.follow:
+
+        def emit(event: dict[str, object]) -> None:
+            if transcript.select([event], args.agent, kinds):
+                line = transcript.format_event(event)
+                if line:
+                    print(line, flush=True)
+
+        transcript.follow(args.run_dir / "events.jsonl", emit)
+        return 0
+    events, torn = transcript.load(args.run_dir)
+    for line in transcript.transcript(transcript.select(events, args.agent, kinds), args.by_agent):
+        print(line)
+    if torn:
+        print("(the log's last line was torn by a crash and is not shown)", file=sys.stderr)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, console: Console) -> int:
+    table = Table(title=f"runs in {args.runs_dir}")
+    for column in ("run", "scenario", "status", "start", "duration", "agents", "tokens", "cost"):
+        table.add_column(column)
+    for row in catalog.list_runs(args.runs_dir):
+        table.add_row(
+            row.run_id,
+            row.scenario,
+            row.status,
+            row.start,
+            "?" if row.duration is None else f"{row.duration:.1f}s",
+            str(row.agents),
+            "?" if row.tokens is None else str(row.tokens),
+            "unknown" if row.cost_usd is None else f"${row.cost_usd:.4f}",
+        )
+    console.print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -93,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return 0
+        if args.command == "replay":
+            return cmd_replay(args, console)
+        if args.command == "show":
+            return cmd_show(args)
+        if args.command == "runs":
+            return cmd_runs(args, console)
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -87,6 +87,7 @@ class Run:
         model_factory: ModelFactory | None = None,
         on_start: Callable[[Run], None] | None = None,
         shell_factory: Callable[..., Shell] = Shell,
+        round_orders: list[list[str]] | None = None,
     ) -> None:
         self.scenario = scenario
         self.scenario_dir = scenario_dir
@@ -101,13 +102,16 @@ class Run:
         )
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
+        self._round_orders = round_orders  # a replay follows the recorded turn order
         self._meta = {
             "run_id": self.run_dir.name,
             "scenario": scenario.name,
             "seed": scenario.seed,
+            "scenario_dir": str(scenario_dir) if scenario_dir else None,
             "agents": self.names,
             "versions": _versions(),
             "argv": [a for a in sys.argv if "key" not in a.lower()],
+            "pid": os.getpid(),
             "start": datetime.now(UTC).isoformat(),
             "end": None,
             "status": "running",
@@ -145,7 +149,14 @@ class Run:
             duration = trio.current_time() - start
             events.emit(RunEnd(status=status, reason=reason, duration=round(duration, 6)))
             events.close()
-            self._meta.update(end=datetime.now(UTC).isoformat(), status=status, reason=reason)
+            self._meta.update(
+                end=datetime.now(UTC).isoformat(),
+                status=status,
+                reason=reason,
+                duration=round(duration, 3),
+                tokens=self.tally.total_tokens,
+                cost_usd=self.tally.total_cost,
+            )
             ws.write_meta(self._meta)
         return RunResult(self.run_dir, status, reason, self.tally, duration)
 
@@ -168,6 +179,7 @@ class Run:
             done_when=scenario.done_when,
             shared_dir=ws.shared,
             env=harness_env,
+            round_orders=self._round_orders,
         )
         self.scheduler = scheduler
         agents = [

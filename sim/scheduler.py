@@ -27,8 +27,15 @@ from sim.events import EventLog, Limit, Round
 class RoundRobin:
     """A gate that lets one agent take a turn at a time, in a seeded order per round."""
 
-    def __init__(self, names: list[str], seed: int, events: EventLog) -> None:
+    def __init__(
+        self,
+        names: list[str],
+        seed: int,
+        events: EventLog,
+        recorded: list[list[str]] | None = None,
+    ) -> None:
         self._active = list(names)
+        self._recorded = list(recorded or [])  # orders to follow, round by round (replay)
         self._rng = random.Random(f"{seed}:round_robin")
         self._events = events
         self._order: list[str] = []
@@ -44,7 +51,12 @@ class RoundRobin:
                 return None
             self._round += 1
             self._order = list(self._active)
-            self._rng.shuffle(self._order)
+            self._rng.shuffle(self._order)  # drawn even when replaying, to keep the rng in step
+            if self._round <= len(self._recorded):
+                recorded = self._recorded[self._round - 1]
+                self._order = [a for a in recorded if a in self._active] + [
+                    a for a in self._order if a not in recorded
+                ]
             self._pos = 0
             self._events.emit(Round(number=self._round, order=self._order))
         return self._order[self._pos]
@@ -90,13 +102,16 @@ class Scheduler:
         done_when: str | None = None,
         shared_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        round_orders: list[list[str]] | None = None,
     ) -> None:
         self.events = events
         self.wall_time = wall_time
         self.done_when = done_when
         self.shared_dir = shared_dir
         self.env = dict(env or {})
-        self.round_robin = RoundRobin(agent_names, seed, events) if mode == "round_robin" else None
+        self.round_robin = (
+            RoundRobin(agent_names, seed, events, round_orders) if mode == "round_robin" else None
+        )
         self.status: str | None = None  # why the run stopped early, if it did
         self.fatal: AuthError | None = None  # an error that ends the whole run
         self._scope = trio.CancelScope()

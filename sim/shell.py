@@ -38,7 +38,6 @@ from sim.errors import ShellError
 
 _SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 _NOT_INHERITED = frozenset({"PS1", "PS2", "PROMPT_COMMAND"})
-_KEY_LEN = 12
 _MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1e\x1f]*)\x1f")
 _NEEDS_FILE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # newline, \r and the tty's control chars
 _MAX_LINE = 1000  # longer lines go through a file: the pty cuts lines over 4095 bytes (notes)
@@ -58,8 +57,8 @@ _INCOMPLETE = (
 _INIT = (
     r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
-    r"""__sim_ret() { return $1; }; set +H +o history; unset HISTFILE MAILCHECK; """
-    r"""unset TMOUT 2>/dev/null"""
+    r"""__sim_ret() { return $1; }; declare -fr __sim_ret; set +H +o history; """
+    r"""unset HISTFILE MAILCHECK; unset TMOUT 2>/dev/null"""
     "\n"
 )
 # Run at a timeout when bash's own stderr no longer is the terminal (so prompts are lost): fd
@@ -175,6 +174,7 @@ class Shell:
 
     `cwd`, exported variables and functions persist between commands. Use `async with`.
     `pid` is the spawned process: bash, or `argv_prefix[0]` if that one forks instead of exec.
+    Deadlines run on the real clock (a timerfd), as real processes do: not for MockClock.
     """
 
     def __init__(
@@ -199,7 +199,8 @@ class Shell:
         self._ep: select.epoll | None = None  # pty, pidfd and timer: what a reader waits on
         self._timer: _Timer | None = None
         self._modes: list[Any] = []
-        self._key = secrets.token_hex(_KEY_LEN // 2).encode()
+        self._key = secrets.token_hex(6).encode()  # 12 hex digits, as _MARK expects
+        self._ps2 = b"\x1e__SIM2_%s\x1f" % self._key
         self._seen = 0  # the highest prompt count seen: markers up to it are stale
         self._pending = bytearray()  # bytes read after the last marker: late output
         self._busy = False
@@ -222,12 +223,14 @@ class Shell:
 
     async def start(self) -> None:
         """Spawn bash in `cwd` and wait (10 s at most) for its first marker; no-op if started.
-        Raises ShellError naming the cwd and what bash printed when it cannot start."""
+        Raises ShellError naming the cwd and what bash printed when it cannot start. If
+        cancelled, the half-started bash is killed and Cancelled propagates."""
         if self._proc is None:
             await self._spawn(self.cwd)
 
     async def restart(self) -> None:
-        """Kill the whole tree and start a fresh bash in the last known cwd (shielded)."""
+        """Kill the whole tree and start a fresh bash in the last known cwd, or the first cwd
+        if that one is gone (shielded). Raises ShellError if bash cannot start."""
         with trio.CancelScope(shield=True):
             await self._kill_tree()
             await self._spawn(self.cwd if self.cwd.is_dir() else self._home)
@@ -309,7 +312,9 @@ class Shell:
         """The slow paths of run(): timeout, incomplete command, dead shell. Returns the final
         event, exit code, timed_out, restarted and a note for the output."""
         timed_out, restarted, code, note = False, False, None, ""
-        if ev is None and (ev := self._read_now(cap)) is None:  # a marker at the deadline?
+        if ev is None:  # a marker may have come with the deadline: look before signalling
+            ev = await self._wait_end(cap, trio.current_time(), ps2=False)
+        if ev is None:
             timed_out = True
             if self._stderr_lost() and self._foreground() == self.pid:
                 # `exec 2>/dev/null` sent the prompts away: bash may well be idle. ^C stops a
@@ -327,8 +332,10 @@ class Shell:
             if ev is None:
                 note += "[the command did not stop after SIGINT, SIGTERM and SIGKILL; shell killed"
             else:
-                code, how = await self._reap()
-                note = f"[shell exited ({how})"
+                proc = self._proc
+                await self._kill_tree()  # reaps bash: its exit status is known after this
+                code, sig = (proc.exitstatus, proc.signalstatus) if proc else (None, None)
+                note = f"[shell exited ({f'status {code}' if sig is None else f'signal {sig}'})"
             await self.restart()
             note += f"; restarted in {self.cwd}]"
         elif ev[0] == "ps2":
@@ -336,6 +343,7 @@ class Shell:
             ev = await self._wait_end(cap, trio.current_time() + 2.0, ps2=False)
             if ev is None or ev[0] == "dead":
                 await self.restart()
+                restarted = True
             code, note = 2, _INCOMPLETE
             cap.head, cap.tail, cap.total = bytearray(), bytearray(), 0  # nothing ran
         elif not timed_out:
@@ -384,6 +392,8 @@ class Shell:
                 data = data[os.write(self._fd, data) :]
             except BlockingIOError:
                 await trio.lowlevel.wait_writable(self._fd)
+            except OSError:  # EIO: bash died since the last command; the reader will see it
+                return
 
     def _drain(self) -> str:
         """Stale bytes (job notices, output after a faked marker), read without waiting."""
@@ -425,7 +435,7 @@ class Shell:
                     self._pending += data[m.end() :]
                 return ("done", int(m[3]), m[4])
             pos = m.end()
-        if ps2 and data.endswith(b"\x1e__SIM2_%s\x1f" % self._key):
+        if ps2 and data.endswith(self._ps2):
             return ("ps2", 2, b"")
         keep = data.rfind(b"\x1e")  # a marker may be split across reads: hold it back
         if keep < 0 or data.find(b"\x1f", keep) >= 0 or len(data) - keep > _MAX_MARK:
@@ -462,21 +472,8 @@ class Shell:
                 return _DEAD
             if (ev := self._feed(cap, data, ps2)) is not None:
                 return ev
-
-    def _read_now(self, cap: _Capture) -> _Event | None:
-        """What is already readable, without waiting: a marker that just beat the deadline."""
-        for _ in range(16):  # bounded: `yes` never runs dry
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
+            if trio.current_time() >= deadline:  # a flood (`yes`) never lets read() fail
                 return None
-            except OSError:
-                return _DEAD
-            if not data:
-                return _DEAD
-            if (ev := self._feed(cap, data, False)) is not None:
-                return ev
-        return None
 
     async def _interrupt(self, cap: _Capture) -> _Event | None:
         """SIGINT, SIGTERM, SIGKILL the foreground process group (^C if it is bash itself),
@@ -503,22 +500,13 @@ class Shell:
                     return ev
         return None
 
-    async def _reap(self) -> tuple[int | None, str]:
-        """After EIO: wait (1 s at most) for bash to be reaped; its exit code and a phrase."""
-        proc = self._proc
-        with trio.move_on_after(1.0):
-            while proc is not None and proc.isalive():
-                await trio.sleep(0.002)
-        if proc is None or proc.isalive():
-            return None, "status unknown"
-        if proc.signalstatus is not None:
-            return None, f"killed by signal {proc.signalstatus}"
-        return proc.exitstatus, f"exit status {proc.exitstatus}"
-
     async def _spawn(self, cwd: Path) -> None:
         user_preexec = self._preexec_fn
 
         def child_setup() -> None:  # in the child, before exec
+            # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
+            # chdir, and the forked copy of this process would go on running its caller.
+            os.chdir(cwd)
             termios.tcsetattr(0, termios.TCSANOW, _wanted_modes(termios.tcgetattr(0)))
             # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
             # this, `yes | head` in the shell ends with "yes: Broken pipe" instead of quietly.
@@ -532,7 +520,6 @@ class Shell:
             proc = pexpect.spawn(
                 self._argv[0],
                 self._argv[1:],
-                cwd=str(cwd),
                 env=self._env,
                 echo=False,
                 preexec_fn=child_setup,
@@ -608,17 +595,23 @@ def _wanted_modes(attrs: list[Any]) -> list[Any]:
 
 
 def _session_members(sid: int) -> set[int]:
-    """Live (non-zombie) processes whose session id is `sid`, from /proc/*/stat."""
+    """Live (non-zombie) processes whose session id is `sid`, from /proc/*/stat. os.open and
+    os.read, not open(): this runs over every process on the machine (~20 µs each here)."""
     found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
         except OSError:
             continue
-        fields = stat[stat.rfind(b")") + 2 :].split()  # comm may hold spaces and parens
+        try:
+            stat = os.read(fd, 1024)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        fields = stat[stat.rfind(b")") + 2 :].split(maxsplit=4)  # comm may hold ") "
         if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
             found.add(int(name))
     return found

@@ -100,11 +100,11 @@ def test_overrides_apply_and_validate(tmp_path: Path) -> None:
     assert s.limits.max_turns == 5
     assert len(s.expanded_agents()) == 32
     assert s.agents[0].params == {"use_lock": False}
-    with pytest.raises(ScenarioError, match="limits.max_turns"):
+    with pytest.raises(ScenarioError, match=r"limits\.max_turns"):
         load_scenario(path, ["limits.max_turns=-1"])
     with pytest.raises(ScenarioError, match="use an index from 0 to 0"):
         load_scenario(path, ["agents.3.replicas=2"])
-    with pytest.raises(ScenarioError, match="KEY.PATH=VALUE"):
+    with pytest.raises(ScenarioError, match=r"KEY\.PATH=VALUE"):
         load_scenario(path, ["limits.max_turns"])
 
 

@@ -104,6 +104,7 @@ class ScriptedModel:
     """A Model that plays a step list or a policy. One instance per agent (it keeps state)."""
 
     name = "scripted"
+    stateful = True  # a fork steps it through replayed turns to rebuild its memory
 
     def __init__(
         self,

@@ -39,8 +39,10 @@ class LockTool:
         timeout = args.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise ToolError(f"lock `timeout` must be a number of seconds >= 0 (got {timeout!r})")
-        wait = await ctx.locks.acquire(ctx.agent, name, timeout)
-        return ToolOutput(f"locked {name} (waited {wait:.3f} s)")
+        # No timings in the text: a replay compares tool results, and waits vary (the
+        # lock_acquire event has the wait).
+        await ctx.locks.acquire(ctx.agent, name, timeout)
+        return ToolOutput(f"locked {name}")
 
 
 class UnlockTool:
@@ -61,8 +63,8 @@ class UnlockTool:
 
     async def run(self, ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
         name = ctx.locks.name_for(ctx.agent, require_str(args, "path", "unlock"), ctx.shell.cwd)
-        hold = ctx.locks.release(ctx.agent, name)
-        return ToolOutput(f"unlocked {name} (held {hold:.3f} s)")
+        ctx.locks.release(ctx.agent, name)
+        return ToolOutput(f"unlocked {name}")
 
 
 class FinishTool:
