@@ -177,7 +177,8 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    console = Console()
+    # Piped output is read by scripts and people alike: do not cut columns to 80 characters.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         if args.command == "run":
             return cmd_run(args, console)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -98,11 +98,19 @@ class LockManager:
     def held_by(self, agent: str) -> list[str]:
         return [name for name, lock in self._locks.items() if lock.holder == agent]
 
-    async def acquire(self, agent: str, name: str, timeout: float | None = None) -> float:
+    async def acquire(
+        self,
+        agent: str,
+        name: str,
+        timeout: float | None = None,
+        park: Callable[[str], AbstractAsyncContextManager[None]] | None = None,
+    ) -> float:
         """Wait for the lock, first come first served, and return the seconds waited.
 
-        Raises LockError if the agent already holds it, or if `timeout` passes (naming the
-        holder). On cancel the agent leaves the queue and holds nothing."""
+        `park(agent)` is entered when the lock turns out to be contended and left once it is
+        taken (the scheduler lets other agents move meanwhile). Raises LockError if the agent
+        already holds it, or if `timeout` passes (naming the holder). On cancel the agent
+        leaves the queue and holds nothing."""
         lock = self._get(name)
         if lock.holder == agent:
             raise LockError(f"you already hold the lock on {name}; unlock it before locking again")
@@ -110,6 +118,7 @@ class LockManager:
         lock.waiters.append(agent)
         logged_wait = False
         poll = _POLL_MIN
+        parking = AsyncExitStack()
         try:
             with trio.move_on_after(timeout if timeout is not None else float("inf")):
                 while True:
@@ -124,6 +133,8 @@ class LockManager:
                     if not logged_wait:
                         self._events.emit(LockWait(lock=name, holder=holder), agent)
                         logged_wait = True
+                        if park is not None:
+                            await parking.enter_async_context(park(agent))
                     if holder == EXTERNAL:
                         await trio.sleep(poll)
                         poll = min(poll * 2, _POLL_MAX)
@@ -145,6 +156,7 @@ class LockManager:
             if agent in lock.waiters:
                 lock.waiters.remove(agent)
                 lock.notify()
+            await parking.aclose()
 
     def release(self, agent: str, name: str, reason: str = "unlock") -> float:
         """Release a lock the agent holds; return how long it was held. LockError if not held."""

@@ -232,7 +232,13 @@ class Run:
             max_output_bytes=limits.max_output_bytes,
         )
         ctx = ToolContext(
-            agent=cfg.name, workspace=ws, shell=shell, locks=locks, events=events, limits=limits
+            agent=cfg.name,
+            workspace=ws,
+            shell=shell,
+            locks=locks,
+            events=events,
+            limits=limits,
+            park=scheduler.parked,
         )
         return Agent(
             name=cfg.name,

@@ -75,6 +75,19 @@ class RoundRobin:
         finally:
             self._advance()
 
+    @asynccontextmanager
+    async def parked(self, agent: str) -> AsyncIterator[None]:
+        """Inside a turn: give the turn away while the agent waits (for a lock, a message),
+        so the others move on; afterwards, wait for this agent's next slot to go on."""
+        self.leave(agent)
+        self._advance()
+        try:
+            yield
+        finally:
+            self._active.append(agent)  # joins from the next round's draw on
+            while self._current() != agent:
+                await self._changed.wait()
+
     def leave(self, agent: str) -> None:
         """An ended agent gives up its place (and its turn, if it was its turn)."""
         if agent in self._active:
@@ -126,6 +139,11 @@ class Scheduler:
         async with gate:
             yield
         self._turn_done.set()
+
+    def parked(self, agent: str) -> AbstractAsyncContextManager[None]:
+        """Let others take turns while `agent` waits inside its turn (a no-op unless turns
+        are taken one at a time)."""
+        return self.round_robin.parked(agent) if self.round_robin else _no_gate(agent)
 
     def stop_reason(self) -> str:
         """Why agents are being cancelled: the stop's status, or `wall_time` past the deadline."""

@@ -155,3 +155,23 @@ def test_every_turn_is_a_valid_messages_conversation(tmp_path: Path) -> None:
     assert [c["tool_use_id"] for c in calls] == [r["tool_use_id"] for r in results]
     kinds = [e["kind"] for e in events if e["agent"] == "a"]
     assert kinds[0] == "agent_start" and kinds[-1] == "agent_end"
+
+
+def test_round_robin_lets_others_move_while_one_waits_for_a_lock(tmp_path: Path) -> None:
+    # a holds the lock across its turns; b's lock call must not hold the round-robin gate,
+    # or a could never take the turn in which it unlocks.
+    data = scenario_dict(
+        scheduler="round_robin",
+        agents=[
+            {
+                "name": "a",
+                "steps": [{"lock": "f"}, {"bash": "sleep 1"}, {"bash": "sleep 1"}, {"unlock": "f"}],
+            },
+            {"name": "b", "steps": [{"bash": "sleep 1"}, {"lock": "f"}, {"unlock": "f"}]},
+        ],
+    )
+    result, events = run_fake(tmp_path, data)
+    assert result.reason == "all_ended"
+    assert ends(events) == {"a": "finished", "b": "finished"}
+    acquires = [e["agent"] for e in events if e["kind"] == "lock_acquire"]
+    assert acquires == ["a", "b"]

@@ -7,7 +7,9 @@ that fails raises ToolError; the agent loop turns that into an `is_error` tool r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -29,6 +31,15 @@ class ToolContext:
     events: EventLog
     limits: Limits
     turn: int = 0
+    # Wraps a wait inside a turn (a contended lock): the scheduler lets others move meanwhile.
+    park: Callable[[str], AbstractAsyncContextManager[None]] = field(
+        default_factory=lambda: _not_parked
+    )
+
+
+@asynccontextmanager
+async def _not_parked(agent: str) -> AsyncIterator[None]:
+    yield
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,117 @@
+"""Replay: re-simulation with divergence reports, playback, forks; show and runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+import yaml
+
+from sim.events import read_events
+from sim.runner import Run
+from sim.scenario import load_scenario, validate_scenario
+from tests.conftest import scenario_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def record(tmp_path: Path, scenario: Any) -> Path:
+    async def main() -> Path:
+        result = await Run(scenario, runs_dir=tmp_path / "runs").execute()
+        assert result.status == "completed"
+        return result.run_dir
+
+    return trio.run(main)
+
+
+def sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sim", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def counter_race(tmp_path: Path) -> Path:
+    scenario = load_scenario(
+        ROOT / "scenarios/counter_race.yaml",
+        ["scheduler=round_robin", "agents.0.replicas=3", "agents.0.params.times=3"],
+    )
+    return record(tmp_path, scenario)
+
+
+def test_deterministic_run_replays_with_no_divergence(tmp_path: Path) -> None:
+    source = counter_race(tmp_path)
+    proc = sim("replay", str(source), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    new_dir = Path(proc.stdout.strip())
+    assert new_dir != source and (new_dir / "events.jsonl").exists()
+    report = json.loads((new_dir / "divergence.json").read_text())
+    assert report["count"] == 0 and report["compared"] > 30
+    assert (new_dir / "workspace/shared/counter.txt").read_text().strip() == "9"
+    recorded = [
+        e["order"] for e in read_events(source / "events.jsonl").events if e["kind"] == "round"
+    ]
+    replayed = [
+        e["order"] for e in read_events(new_dir / "events.jsonl").events if e["kind"] == "round"
+    ]
+    assert replayed == recorded
+
+
+def test_a_planted_divergence_is_found_and_reported(tmp_path: Path) -> None:
+    steps = [{"bash": 'cat "$SIM_SHARED/data.txt"'}, {"bash": "echo same"}, {"finish": "ok"}]
+    scenario = validate_scenario(
+        scenario_dict(
+            workspace={"shared": {"data.txt": "apples\n"}}, agents=[{"name": "a", "steps": steps}]
+        )
+    )
+    source = record(tmp_path, scenario)
+    # Plant: the replay seeds a different file than the one the recording saw.
+    data = yaml.safe_load((source / "scenario.yaml").read_text())
+    data["workspace"]["shared"]["data.txt"] = "pears\n"
+    (source / "scenario.yaml").write_text(yaml.safe_dump(data))
+    proc = sim("replay", str(source))
+    assert proc.returncode == 3, proc.stderr
+    assert "1 divergence(s)" in proc.stdout and "agent a, turn 1" in proc.stdout
+    assert "-apples" in proc.stdout and "+pears" in proc.stdout
+    new_dir = Path(proc.stdout.split("replay run directory: ")[1].splitlines()[0])
+    report = json.loads((new_dir / "divergence.json").read_text())
+    first = report["first"]
+    assert report["count"] == 1
+    assert (first["agent"], first["turn"], first["tool"]) == ("a", 1, "bash")
+    assert first["command"] == 'cat "$SIM_SHARED/data.txt"'
+    assert (first["expected"], first["actual"]) == ("apples", "pears")
+
+
+def test_playback_prints_the_recording_without_running_anything(tmp_path: Path) -> None:
+    source = counter_race(tmp_path)
+    before = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    proc = sim("replay", "--playback", "--speed", "0", str(source))
+    assert proc.returncode == 0, proc.stderr
+    assert "counter-1" in proc.stdout and '$ cat "$SIM_SHARED/counter.txt"' in proc.stdout
+    assert "run ended: completed" in proc.stdout
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == before  # no new run
+
+
+def test_fork_replays_then_goes_live(tmp_path: Path) -> None:
+    source = counter_race(tmp_path)
+    proc = sim("replay", str(source), "--until", "counter-2:5", "--then", "live", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    new_dir = Path(proc.stdout.strip())
+    assert (new_dir / "workspace/shared/counter.txt").read_text().strip() == "9"
+    proc = sim("replay", str(source), "--until", "nobody:1", "--then", "live")
+    assert proc.returncode == 2 and "no agent named 'nobody'" in proc.stderr
+
+
+def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
+    source = counter_race(tmp_path)
+    proc = sim("show", str(source), "--agent", "counter-2", "--kind", "tool_call")
+    assert proc.returncode == 0
+    lines = proc.stdout.strip().splitlines()
+    assert lines and all("counter-2" in line for line in lines)
+    assert sum("] lock counter.txt" in line for line in lines) == 3
+    listing = sim("runs", "--runs-dir", str(tmp_path / "runs"))
+    assert source.name in listing.stdout and "counter_race" in listing.stdout
+    assert "completed" in listing.stdout
