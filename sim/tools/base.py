@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from sim.workspace import Workspace
 
 
+@asynccontextmanager
+async def not_parked(agent: str) -> AsyncIterator[None]:
+    yield
+
+
 @dataclass
 class ToolContext:
     """The agent-side world a tool acts on. One per agent; `turn` advances each turn."""
@@ -33,13 +38,8 @@ class ToolContext:
     turn: int = 0
     # Wraps a wait inside a turn (a contended lock): the scheduler lets others move meanwhile.
     park: Callable[[str], AbstractAsyncContextManager[None]] = field(
-        default_factory=lambda: _not_parked
+        default_factory=lambda: not_parked
     )
-
-
-@asynccontextmanager
-async def _not_parked(agent: str) -> AsyncIterator[None]:
-    yield
 
 
 @dataclass(frozen=True)
