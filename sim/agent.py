@@ -37,6 +37,12 @@ from sim.models.base import ModelRequest as Request
 from sim.models.replay import RecordingExhausted
 from sim.tools import Tool, ToolContext, ToolOutput
 
+
+def first_message(task: str) -> Message:
+    """The user message every conversation starts with."""
+    return {"role": "user", "content": task or "Begin."}
+
+
 _STATUS_WHILE = {"bash": "running", "lock": "waiting for lock"}
 
 TurnGate = Callable[[str], AbstractAsyncContextManager[None]]
@@ -72,7 +78,10 @@ class Agent:
         max_turns: int,
         gate: TurnGate,
         stop_reason: Callable[[], str],
+        history: list[Message] | None = None,
+        turns_used: int = 0,
     ) -> None:
+        """`history` and `turns_used` continue a conversation (a resumed run)."""
         self.name = name
         self.model = model
         self.model_name = model_name
@@ -82,8 +91,8 @@ class Agent:
         self.max_turns = max_turns
         self.gate = gate
         self.stop_reason = stop_reason  # why the scheduler cancelled us, if it did
-        self.state = AgentState(name=name)
-        self.state.messages.append({"role": "user", "content": task or "Begin."})
+        self.state = AgentState(name=name, turn=turns_used)
+        self.state.messages = list(history) if history else [first_message(task)]
         self._tool_defs = [tool.definition() for tool in tools.values()]
 
     async def run(self) -> str:
@@ -102,6 +111,8 @@ class Agent:
                     ),
                     self.name,
                 )
+                if self.state.turn:
+                    await self._catch_up_model()
                 reason = await self._loop()
         except AuthError:
             reason, message = "error", "the API rejected the key"
@@ -121,6 +132,19 @@ class Agent:
             self.state.end_reason = reason
             events.emit(AgentEnd(reason=reason, turns=self.state.turn, message=message), self.name)
         return reason
+
+    async def _catch_up_model(self) -> None:
+        """A resumed agent's stateful model (a scripted policy) is stepped through the turns
+        it had taken, with the same requests, so its memory is where it was at the crash."""
+        if not getattr(self.model, "stateful", False):
+            return
+        turn = 0
+        for i, message in enumerate(self.state.messages):
+            if message["role"] == "assistant":
+                turn += 1
+                await self.model.respond(
+                    Request(self.name, turn, self.system, self._tool_defs, self.state.messages[:i])
+                )
 
     async def _loop(self) -> str:
         while True:

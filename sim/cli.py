@@ -17,6 +17,7 @@ from rich.table import Table
 
 from sim import catalog, replay, transcript
 from sim.errors import RunError, SimError
+from sim.resume import plan_resume
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
 from sim.view import LiveView, end_messages, summary_table
@@ -63,6 +64,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--by-agent", action="store_true", help="group per agent, not by time")
     show.add_argument("--follow", action="store_true", help="keep printing a live run")
 
+    resume = sub.add_parser("resume", help="go on with a run that was killed partway")
+    resume.add_argument("run_dir", type=Path)
+    resume.add_argument("--quiet", action="store_true", help="print only the run directory")
+
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=Path("runs"))
     return parser
@@ -88,10 +93,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         result = trio.run(main)
     finally:
         view.stop()
-    if args.quiet:
+    return _report(result, scenario.name, console, args.quiet)
+
+
+def _report(result: RunResult, name: str, console: Console, quiet: bool) -> int:
+    """The end of a run in the terminal: the summary table (or only the path), and the code."""
+    if quiet:
         print(result.run_dir)
     else:
-        console.print(summary_table(result.tally, f"{scenario.name}: {result.status}"))
+        console.print(summary_table(result.tally, f"{name}: {result.status}"))
         for line in end_messages(result.tally):
             console.print(line, style="red", markup=False, highlight=False)
         console.print(f"run directory: {result.run_dir}")
@@ -134,6 +144,34 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
         print(f"replay {result.status}: {result.reason}", file=sys.stderr)
         return result.exit_code
     return replay.EXIT_DIVERGED if report.divergences else 0
+
+
+def cmd_resume(args: argparse.Namespace, console: Console) -> int:
+    plan = plan_resume(args.run_dir)
+    if plan.torn_line is not None:
+        print(
+            f"the log's last line was torn by the crash and was dropped: {plan.torn_line[:120]!r}",
+            file=sys.stderr,
+        )
+    scenario_dir = plan.run_dir / "scenario.yaml"
+    meta_dir = json.loads((plan.run_dir / "meta.json").read_text()).get("scenario_dir")
+    view = LiveView(console, enabled=console.is_terminal and not args.quiet)
+
+    async def main() -> RunResult:
+        run = Run(
+            plan.scenario,
+            runs_dir=plan.run_dir.parent,
+            scenario_dir=Path(meta_dir) if meta_dir else scenario_dir.parent,
+            resume=plan,
+            on_start=lambda run: view.attach(run.tally, f"resumed {plan.run_dir.name}"),
+        )
+        return await run.execute()
+
+    try:
+        result = trio.run(main)
+    finally:
+        view.stop()
+    return _report(result, plan.scenario.name, console, args.quiet)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -194,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_replay(args, console)
         if args.command == "show":
             return cmd_show(args)
+        if args.command == "resume":
+            return cmd_resume(args, console)
         if args.command == "runs":
             return cmd_runs(args, console)
     except SimError as exc:

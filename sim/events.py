@@ -50,6 +50,14 @@ class RunStart(Payload):
     scheduler: str
 
 
+class RunResume(Payload):
+    kind: Literal["run_resume"] = "run_resume"
+    torn_line_dropped: bool  # the log's last line was cut by the crash and was removed
+    agents: list[str]  # the agents that go on (the others had ended)
+    locks: dict[str, list[str]]  # locks taken again for their holders before anyone moved
+    interrupted: int  # tool calls that were in flight at the crash
+
+
 class RunEnd(Payload):
     kind: Literal["run_end"] = "run_end"
     status: str  # completed | interrupted | error | wall_time | done_when
@@ -251,10 +259,18 @@ class EventLog:
     `emit` returned from. Listeners (the live view, the tally) get `(agent, payload)` after.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float], *, start_seq: int = 0) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float],
+        *,
+        start_seq: int = 0,
+        start_t: float = 0.0,
+    ) -> None:
+        """`start_seq` and `start_t` continue an existing log (a resumed run)."""
         self.path = path
         self._clock = clock
-        self._t0 = clock()
+        self._t0 = clock() - start_t
         self._seq = start_seq
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._listeners: list[Callable[[str | None, Payload], None]] = []

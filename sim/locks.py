@@ -108,12 +108,12 @@ class LockManager:
         """Wait for the lock, first come first served, and return the seconds waited.
 
         `park(agent)` is entered when the lock turns out to be contended and left once it is
-        taken (the scheduler lets other agents move meanwhile). Raises LockError if the agent
-        already holds it, or if `timeout` passes (naming the holder). On cancel the agent
-        leaves the queue and holds nothing."""
+        taken (the scheduler lets other agents move meanwhile). An agent that holds the lock
+        already gets it at once. Raises LockError if `timeout` passes (naming the holder).
+        On cancel the agent leaves the queue and holds nothing."""
         lock = self._get(name)
         if lock.holder == agent:
-            raise LockError(f"you already hold the lock on {name}; unlock it before locking again")
+            return 0.0  # holding it already is what the caller wants (and a resumed redo)
         start = self._clock()
         lock.waiters.append(agent)
         logged_wait = False

@@ -19,44 +19,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from sim.errors import RunError
 from sim.events import read_events
 from sim.models import make_model
 from sim.models.base import Model
 from sim.models.replay import ForkModel, ReplayModel
+from sim.recording import Recording, load_recording
 from sim.runner import Run, RunResult
-from sim.scenario import AgentConfig, Scenario, validate_scenario
+from sim.scenario import AgentConfig
 
 EXIT_DIVERGED = 3
 Event = dict[str, Any]
-
-
-@dataclass
-class Recording:
-    run_dir: Path
-    scenario: Scenario
-    events: list[Event]
-
-    def of_kind(self, kind: str) -> list[Event]:
-        return [e for e in self.events if e["kind"] == kind]
-
-    def responses(self, agent: str) -> list[Event]:
-        return [e for e in self.of_kind("model_response") if e["agent"] == agent]
-
-    def round_orders(self) -> list[list[str]]:
-        return [e["order"] for e in self.of_kind("round")]
-
-
-def load_recording(run_dir: Path) -> Recording:
-    """Read a run directory; RunError if it is not one."""
-    scenario_path, events_path = run_dir / "scenario.yaml", run_dir / "events.jsonl"
-    if not scenario_path.exists() or not events_path.exists():
-        raise RunError(f"{run_dir}: not a run directory (needs scenario.yaml and events.jsonl)")
-    data = yaml.safe_load(scenario_path.read_text(encoding="utf-8"))
-    scenario = validate_scenario(data, str(scenario_path))
-    return Recording(run_dir, scenario, read_events(events_path).events)
 
 
 def fork_turns(recording: Recording, agent: str, turn: int) -> dict[str, int]:

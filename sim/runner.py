@@ -18,12 +18,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from sim.agent import Agent
 from sim.errors import RunError, SimError
-from sim.events import Error, EventLog, RunEnd, RunStart, Setup
+from sim.events import (
+    Error,
+    EventLog,
+    Interrupted,
+    RunEnd,
+    RunResume,
+    RunStart,
+    Setup,
+    ShellRestart,
+    parse_payload,
+)
 from sim.locks import LockManager
 from sim.models import make_model
 from sim.models.base import Model
@@ -33,6 +44,9 @@ from sim.shell import Shell, scrubbed_env
 from sim.tally import RunTally
 from sim.tools import ToolContext, build_tools
 from sim.workspace import Workspace, new_run_dir
+
+if TYPE_CHECKING:
+    from sim.resume import ResumePlan
 
 EXIT_CODES = {"completed": 0, "error": 1, "interrupted": 130}
 ModelFactory = Callable[[AgentConfig], Model]
@@ -74,6 +88,25 @@ def agent_env(base: Mapping[str, str], workspace: Workspace, agent: str) -> dict
     )
 
 
+async def _retake_locks(
+    plan: ResumePlan, locks: LockManager, events: EventLog, ws: Workspace
+) -> None:
+    """Before any agent moves: locks held at the crash go back to their holders, and calls
+    that were in flight are logged as interrupted."""
+    for agent in plan.agents.values():
+        if agent.ended:
+            continue
+        for name in agent.locks:
+            await locks.acquire(agent.name, name)
+        for call in agent.interrupted:
+            events.emit(
+                Interrupted(tool_use_id=call["tool_use_id"], name=call["name"], turn=call["turn"]),
+                agent.name,
+            )
+        cwd = agent.cwd if agent.cwd and Path(agent.cwd).is_dir() else str(ws.agent_dir(agent.name))
+        events.emit(ShellRestart(reason="resume", cwd=cwd), agent.name)
+
+
 class Run:
     """Sets up and runs one scenario. Use `await Run(...).execute()`."""
 
@@ -88,22 +121,26 @@ class Run:
         on_start: Callable[[Run], None] | None = None,
         shell_factory: Callable[..., Shell] = Shell,
         round_orders: list[list[str]] | None = None,
+        resume: ResumePlan | None = None,
     ) -> None:
         self.scenario = scenario
         self.scenario_dir = scenario_dir
         self.env = dict(os.environ if env is None else env)
         self.agent_configs = scenario.expanded_agents()
         self.names = [a.name for a in self.agent_configs]
-        self.run_dir = new_run_dir(runs_dir, scenario.name)
+        self.resume = resume  # go on with a killed run, in its own directory
+        self.run_dir = resume.run_dir if resume else new_run_dir(runs_dir, scenario.name)
         self.workspace = Workspace(self.run_dir)
         self.tally = RunTally(self.names)
+        for event in resume.events if resume else []:
+            self.tally.on_event(event.get("agent"), parse_payload(event))
         self._model_factory = model_factory or (
             lambda cfg: make_model(cfg, scenario, scenario_dir, self.env)
         )
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
         self._round_orders = round_orders  # a replay follows the recorded turn order
-        self._meta = {
+        self._meta: dict[str, Any] = {
             "run_id": self.run_dir.name,
             "scenario": scenario.name,
             "seed": scenario.seed,
@@ -116,20 +153,36 @@ class Run:
             "end": None,
             "status": "running",
         }
+        if resume:
+            self._meta = {
+                **self.workspace.read_meta(),
+                **{k: self._meta[k] for k in ("pid", "argv")},
+            }
+            self._meta.update(status="running", end=None, resumed=self._meta.get("resumed", 0) + 1)
 
     async def execute(self) -> RunResult:
-        ws = self.workspace
-        ws.create(self.names)
-        ws.scenario_path.write_text(self.scenario.to_yaml(), encoding="utf-8")
+        ws, plan = self.workspace, self.resume
+        if plan is None:
+            ws.create(self.names)
+            ws.scenario_path.write_text(self.scenario.to_yaml(), encoding="utf-8")
+        else:
+            plan.cut_torn_line()
         ws.write_meta(self._meta)
-        events = EventLog(ws.events_path, trio.current_time)
+        events = EventLog(
+            ws.events_path,
+            trio.current_time,
+            start_seq=plan.next_seq if plan else 0,
+            start_t=plan.elapsed if plan else 0.0,
+        )
         events.subscribe(self.tally.on_event)
         self.events = events
         start = trio.current_time()
         status, reason = "error", "setup failed"
         try:
             events.emit(
-                RunStart(
+                self._resume_event(plan)
+                if plan
+                else RunStart(
                     run_id=self.run_dir.name,
                     scenario=self.scenario.name,
                     seed=self.scenario.seed,
@@ -160,32 +213,42 @@ class Run:
             ws.write_meta(self._meta)
         return RunResult(self.run_dir, status, reason, self.tally, duration)
 
+    def _resume_event(self, plan: ResumePlan) -> RunResume:
+        going_on = [a for a in plan.agents.values() if not a.ended]
+        return RunResume(
+            torn_line_dropped=plan.torn_line is not None,
+            agents=[a.name for a in going_on],
+            locks={a.name: a.locks for a in going_on if a.locks},
+            interrupted=sum(len(a.interrupted) for a in going_on),
+        )
+
     async def _run(self, events: EventLog) -> tuple[str, str]:
-        ws, scenario = self.workspace, self.scenario
-        ws.seed(ws.shared, scenario.workspace.shared)
-        for name in self.names:
-            ws.seed(ws.agent_dir(name), scenario.workspace.agents)
+        ws, scenario, plan = self.workspace, self.scenario, self.resume
         harness_env = agent_env(self.env, ws, "harness")
-        for command in scenario.workspace.setup:
-            await self._setup(events, command, harness_env)
-        models = {cfg.name: self._model_factory(cfg) for cfg in self.agent_configs}
+        if plan is None:
+            ws.seed(ws.shared, scenario.workspace.shared)
+            for name in self.names:
+                ws.seed(ws.agent_dir(name), scenario.workspace.agents)
+            for command in scenario.workspace.setup:
+                await self._setup(events, command, harness_env)
+        configs = [c for c in self.agent_configs if not (plan and plan.agents[c.name].ended)]
+        models = {cfg.name: self._model_factory(cfg) for cfg in configs}
         locks = LockManager(ws, events)
+        if plan is not None:
+            await _retake_locks(plan, locks, events, ws)
         scheduler = Scheduler(
             events,
             mode=scenario.scheduler,
             seed=scenario.seed,
             agent_names=self.names,
-            wall_time=scenario.limits.wall_time,
+            wall_time=scenario.limits.wall_time - (plan.elapsed if plan else 0.0),
             done_when=scenario.done_when,
             shared_dir=ws.shared,
             env=harness_env,
             round_orders=self._round_orders,
         )
         self.scheduler = scheduler
-        agents = [
-            self._agent(cfg, models[cfg.name], locks, events, scheduler)
-            for cfg in self.agent_configs
-        ]
+        agents = [self._agent(cfg, models[cfg.name], locks, events, scheduler) for cfg in configs]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_sigint, scheduler)
             stopped = await scheduler.run(agents)
@@ -226,8 +289,12 @@ class Run:
         scheduler: Scheduler,
     ) -> Agent:
         ws, limits = self.workspace, self.scenario.limits
+        resumed = self.resume.agents[cfg.name] if self.resume else None
+        cwd = ws.agent_dir(cfg.name)
+        if resumed and resumed.cwd and Path(resumed.cwd).is_dir():
+            cwd = Path(resumed.cwd)  # the shell restarts where the agent left it
         shell = self._shell_factory(
-            ws.agent_dir(cfg.name),
+            cwd,
             agent_env(self.env, ws, cfg.name),
             max_output_bytes=limits.max_output_bytes,
         )
@@ -251,6 +318,8 @@ class Run:
             max_turns=limits.max_turns,
             gate=scheduler.gate,
             stop_reason=scheduler.stop_reason,
+            history=resumed.messages if resumed else None,
+            turns_used=resumed.turns if resumed else 0,
         )
 
     async def _stop_on_sigint(self, scheduler: Scheduler) -> None:

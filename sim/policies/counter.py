@@ -10,7 +10,9 @@ with the same value is safe while the lock is held.
 
 from __future__ import annotations
 
-from sim.models.scripted import Observation, Step
+from typing import Any
+
+from sim.models.scripted import Observation, Outcome, Step
 
 _PHASES = ("lock", "read", "write", "unlock")
 
@@ -25,20 +27,30 @@ def increment(obs: Observation) -> Step:
     last = obs.last
     if last is not None and last.is_error and last.name == "lock":
         return {"lock": path}  # the lock timed out: ask again
+    if last is not None and last.output.startswith(("[interrupted]", "[not run]")):
+        # The harness restarted mid-call (a resumed run): do the same step again. A write is
+        # an absolute value and the lock is still ours, so redoing it is safe.
+        return dict(s["last_step"])
+    s["last_step"] = step = _next_step(s, times, use_lock, path, last)
+    return step
+
+
+def _next_step(s: dict[str, Any], times: int, use_lock: bool, path: str, last: object) -> Step:
     while True:
-        if s["done"] >= times:
+        if int(s["done"]) >= times:
             return {"finish": f"incremented {path} {times} times"}
-        phase = s["phase"]
+        phase = str(s["phase"])
         s["phase"] = _PHASES[(_PHASES.index(phase) + 1) % len(_PHASES)]
         if phase == "lock" and use_lock:
             return {"lock": path}
         if phase == "read":
             return {"bash": f'cat "$SIM_SHARED/{path}"'}
         if phase == "write":
-            value = int(last.output.strip() or 0) + 1 if last and not last.is_error else 1
+            ok = isinstance(last, Outcome) and not last.is_error
+            value = int(last.output.strip() or 0) + 1 if isinstance(last, Outcome) and ok else 1
             s["value"] = value
             return {"bash": f'echo {value} > "$SIM_SHARED/{path}"'}
         if phase == "unlock":
-            s["done"] += 1
+            s["done"] = int(s["done"]) + 1
             if use_lock:
                 return {"unlock": path}

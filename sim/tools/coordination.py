@@ -41,6 +41,8 @@ class LockTool:
             raise ToolError(f"lock `timeout` must be a number of seconds >= 0 (got {timeout!r})")
         # No timings in the text: a replay compares tool results, and waits vary (the
         # lock_acquire event has the wait).
+        if ctx.locks.holder(name) == ctx.agent:
+            return ToolOutput(f"you already hold the lock on {name}")
         await ctx.locks.acquire(ctx.agent, name, timeout, park=ctx.park)
         return ToolOutput(f"locked {name}")
 

@@ -1,0 +1,43 @@
+"""A recorded run, read back: its resolved scenario and its events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sim.errors import RunError
+from sim.events import read_events
+from sim.scenario import Scenario, validate_scenario
+
+Event = dict[str, Any]
+
+
+@dataclass
+class Recording:
+    run_dir: Path
+    scenario: Scenario
+    events: list[Event]
+    torn_line: str | None = None  # a partial last line a crash left, not in `events`
+
+    def of_kind(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e["kind"] == kind]
+
+    def responses(self, agent: str) -> list[Event]:
+        return [e for e in self.of_kind("model_response") if e["agent"] == agent]
+
+    def round_orders(self) -> list[list[str]]:
+        return [e["order"] for e in self.of_kind("round")]
+
+
+def load_recording(run_dir: Path) -> Recording:
+    """Read a run directory; RunError if it is not one."""
+    scenario_path, events_path = run_dir / "scenario.yaml", run_dir / "events.jsonl"
+    if not scenario_path.exists() or not events_path.exists():
+        raise RunError(f"{run_dir}: not a run directory (needs scenario.yaml and events.jsonl)")
+    data = yaml.safe_load(scenario_path.read_text(encoding="utf-8"))
+    scenario = validate_scenario(data, str(scenario_path))
+    contents = read_events(events_path)
+    return Recording(run_dir, scenario, contents.events, contents.torn_line)

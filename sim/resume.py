@@ -1,0 +1,142 @@
+"""Rebuild a killed run's state from its event log, so `python -m sim resume` can go on.
+
+What the log tells, per agent: its conversation (task, then each model response and the tool
+results that answered it), how many turns it used, its shell's last working directory, the
+locks it held (acquired, never released), and the tool calls that were logged without a
+result: those were in flight when the run died. Their effect is unknown, so they are not run
+again silently: the agent gets an error result saying so, and the log records `interrupted`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sim.agent import first_message
+from sim.errors import RunError
+from sim.models.base import Message
+from sim.recording import load_recording
+from sim.scenario import Scenario
+
+Event = dict[str, Any]
+
+INTERRUPTED = (
+    "[interrupted] the harness restarted while this call ran, so its effect is unknown. "
+    "Check the state (files, locks) before you repeat it."
+)
+NOT_STARTED = "[not run] the harness restarted before this call started; call it again if needed."
+
+
+@dataclass
+class AgentResume:
+    name: str
+    messages: list[Message]
+    turns: int = 0
+    cwd: str | None = None
+    locks: list[str] = field(default_factory=list)
+    interrupted: list[Event] = field(default_factory=list)  # the tool_call events cut short
+    ended: bool = False
+
+
+@dataclass
+class ResumePlan:
+    run_dir: Path
+    scenario: Scenario
+    events: list[Event]
+    torn_line: str | None
+    agents: dict[str, AgentResume]
+
+    @property
+    def next_seq(self) -> int:
+        return self.events[-1]["seq"] + 1 if self.events else 0
+
+    @property
+    def elapsed(self) -> float:
+        return float(self.events[-1]["t"]) if self.events else 0.0
+
+    def cut_torn_line(self) -> None:
+        """Cut a partial last line off the log, so appended events start on a line of their
+        own. Planning only reads; the run that goes on calls this before it appends."""
+        path = self.run_dir / "events.jsonl"
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with path.open("r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+                os.fsync(f.fileno())
+
+
+def _rebuild(agent: str, task: str, events: list[Event]) -> AgentResume:
+    state = AgentResume(agent, [first_message(task)])
+    calls: dict[str, Event] = {}
+    pending: list[dict[str, Any]] = []  # tool_use blocks of the last response
+    results: dict[str, dict[str, Any]] = {}
+    held: dict[str, None] = {}
+
+    def flush() -> None:
+        blocks = []
+        for block in pending:
+            result = results.get(block["id"])
+            if result is None:
+                call = calls.get(block["id"])
+                if call is not None:
+                    state.interrupted.append(call)
+                text = INTERRUPTED if call is not None else NOT_STARTED
+                result = {"type": "tool_result", "tool_use_id": block["id"], "content": text,
+                          "is_error": True}  # fmt: skip
+            blocks.append(result)
+        if blocks:
+            state.messages.append({"role": "user", "content": blocks})
+        pending.clear()
+        results.clear()
+
+    for e in events:
+        kind = e["kind"]
+        if kind == "model_response":
+            flush()
+            state.turns = int(e["turn"])
+            state.messages.append({"role": "assistant", "content": e["content"]})
+            pending.extend(b for b in e["content"] if b.get("type") == "tool_use")
+        elif kind == "tool_call":
+            calls[e["tool_use_id"]] = e
+        elif kind == "tool_result":
+            block: dict[str, Any] = {
+                "type": "tool_result", "tool_use_id": e["tool_use_id"], "content": e["content"],
+            }  # fmt: skip
+            if e.get("is_error"):
+                block["is_error"] = True
+            results[e["tool_use_id"]] = block
+        elif kind in ("command", "shell_restart") and e.get("cwd"):
+            state.cwd = e["cwd"]
+        elif kind == "lock_acquire":
+            held[e["lock"]] = None
+        elif kind == "lock_release":
+            held.pop(e["lock"], None)
+        elif kind == "agent_end":
+            state.ended = True
+    flush()
+    state.locks = list(held)
+    return state
+
+
+def plan_resume(run_dir: Path) -> ResumePlan:
+    """Read a run directory and rebuild every agent. Raises RunError if it cannot be resumed."""
+    events_path = run_dir / "events.jsonl"
+    if not events_path.exists():
+        raise RunError(f"{run_dir}: no events.jsonl; is this a run directory?")
+    recording = load_recording(run_dir)
+    if any(e["kind"] == "run_end" for e in recording.events[-1:]):
+        raise RunError(
+            f"{run_dir}: this run ended ({recording.events[-1].get('status')}); only a run "
+            "that was killed partway can be resumed. Use `python -m sim replay` to run it again"
+        )
+    by_agent: dict[str, list[Event]] = {}
+    for e in recording.events:
+        if e.get("agent"):
+            by_agent.setdefault(e["agent"], []).append(e)
+    agents = {
+        cfg.name: _rebuild(cfg.name, cfg.spec.task, by_agent.get(cfg.name, []))
+        for cfg in recording.scenario.expanded_agents()
+    }
+    return ResumePlan(run_dir, recording.scenario, recording.events, recording.torn_line, agents)

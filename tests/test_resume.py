@@ -1,0 +1,176 @@
+"""Resume: kill -9 a run at random moments, resume it each time, and it still ends exact."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.errors import RunError
+from sim.events import read_events
+from sim.resume import INTERRUPTED, plan_resume
+
+ROOT = Path(__file__).resolve().parent.parent
+REPLICAS, TIMES = 4, 25
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def commands_logged(log: Path) -> int:
+    if not log.exists():
+        return 0
+    return log.read_text().count('"kind":"command"')
+
+
+def kill_after_some_work(proc: subprocess.Popen[str], log_glob: Path, pause: float) -> Path:
+    """Wait until a few more commands are logged, then after `pause` s, kill -9."""
+    deadline = time.monotonic() + 60
+    log: Path | None = None
+    while time.monotonic() < deadline:
+        logs = list(log_glob.parent.glob(log_glob.name))
+        if logs:
+            log = logs[0] / "events.jsonl"
+            if commands_logged(log) >= 3:
+                break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    assert log is not None
+    time.sleep(pause)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    return log.parent
+
+
+def test_kill_9_at_random_moments_and_resume_ends_exact(tmp_path: Path) -> None:
+    rng = random.Random(20261123)
+    runs = tmp_path / "runs"
+    proc = start(
+        "run",
+        "scenarios/counter_race.yaml",
+        "--quiet",
+        "--runs-dir",
+        str(runs),
+        "--set",
+        f"agents.0.replicas={REPLICAS}",
+        "--set",
+        f"agents.0.params.times={TIMES}",
+    )
+    run_dir = kill_after_some_work(proc, runs / "*", rng.uniform(0.05, 0.4))
+    kills = 1
+    for _ in range(2):  # resume, and kill the resumed run too
+        before = commands_logged(run_dir / "events.jsonl")
+        proc = start("resume", str(run_dir), "--quiet")
+        deadline = time.monotonic() + 60
+        while commands_logged(run_dir / "events.jsonl") < before + 3 and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        if proc.poll() is not None:  # it finished before the kill: nothing left to resume
+            _, err = proc.communicate()
+            assert proc.returncode == 0, err
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        kills += 1
+    meta = json.loads((run_dir / "meta.json").read_text())
+    if meta["status"] == "running":
+        final = start("resume", str(run_dir), "--quiet")
+        out, err = final.communicate(timeout=120)
+        assert final.returncode == 0, err
+        assert out.strip() == str(run_dir)
+    counter = int((run_dir / "workspace/shared/counter.txt").read_text())
+    assert counter == REPLICAS * TIMES
+    events = read_events(run_dir / "events.jsonl").events
+    assert [e["seq"] for e in events] == list(range(len(events)))  # gap-free across resumes
+    ts = [e["t"] for e in events]
+    assert ts == sorted(ts)  # t goes on from where the killed run stopped
+    assert sum(e["kind"] == "run_resume" for e in events) >= kills
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "completed"
+    ends = [e for e in events if e["kind"] == "agent_end"]
+    assert sorted(e["agent"] for e in ends) == [f"counter-{i}" for i in range(1, REPLICAS + 1)]
+    assert {e["reason"] for e in ends} == {"finished"}
+
+
+def _kill_mid_command(tmp_path: Path) -> Path:
+    """A run killed while its only agent's command runs (deterministically mid-call)."""
+    scenario = tmp_path / "slow.yaml"
+    scenario.write_text(
+        json.dumps(
+            {
+                "name": "slow",
+                "limits": {"command_timeout": 60},
+                "workspace": {"shared": {"f.txt": "x"}},
+                "agents": [
+                    {
+                        "name": "a",
+                        "steps": [
+                            {"lock": "f.txt"},
+                            {"bash": "cd /tmp && sleep 30"},
+                            {"finish": "done"},
+                        ],
+                    }
+                ],
+            }
+        )
+    )
+    runs = tmp_path / "runs"
+    proc = start("run", str(scenario), "--quiet", "--runs-dir", str(runs))
+    deadline = time.monotonic() + 30
+    while True:
+        logs = list(runs.glob("*/events.jsonl"))
+        if logs and logs[0].read_text().count('"kind":"tool_call"') >= 2:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    with logs[0].open("a") as f:
+        f.write('{"seq": 99, "kind": "tool_res')  # a torn last line, as a crash can leave
+    return logs[0].parent
+
+
+def test_an_in_flight_call_is_reported_interrupted_not_rerun(tmp_path: Path) -> None:
+    run_dir = _kill_mid_command(tmp_path)
+    plan = plan_resume(run_dir)
+    assert plan.torn_line == '{"seq": 99, "kind": "tool_res'
+    agent = plan.agents["a"]
+    assert agent.turns == 2 and agent.locks == ["f.txt"]
+    assert [c["name"] for c in agent.interrupted] == ["bash"]
+    assert agent.messages[-1]["content"][0]["content"] == INTERRUPTED
+    proc = start("resume", str(run_dir))
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "torn by the crash and was dropped" in err
+    events = read_events(run_dir / "events.jsonl").events
+    resumed = events[[e["kind"] for e in events].index("run_resume") :]
+    kinds = [e["kind"] for e in resumed]
+    assert kinds.index("lock_acquire") < kinds.index("agent_start")  # lock back before moving
+    (interrupted,) = [e for e in resumed if e["kind"] == "interrupted"]
+    assert interrupted["name"] == "bash" and interrupted["turn"] == 2
+    assert sum(e["kind"] == "command" for e in resumed) == 0  # the sleep was not run again
+    (restart,) = [e for e in resumed if e["kind"] == "shell_restart"]
+    assert restart["cwd"] == str(run_dir / "workspace/agents/a")
+    (end,) = [e for e in resumed if e["kind"] == "agent_end"]
+    assert end["reason"] == "finished" and end["turns"] == 3
+
+
+def test_a_finished_run_cannot_be_resumed(tmp_path: Path) -> None:
+    proc = start("run", "scenarios/quickstart.yaml", "--quiet", "--runs-dir", str(tmp_path))
+    out, _ = proc.communicate(timeout=60)
+    with pytest.raises(RunError, match="only a run that was killed partway can be resumed"):
+        plan_resume(Path(out.strip()))
