@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from sim.budget import add_cost, over_budget, usage_tokens
 from sim.errors import AuthError, ToolError
 from sim.events import (
     AgentEnd,
@@ -50,6 +51,8 @@ class AgentState:
     turn: int = 0
     end_reason: str | None = None
     messages: list[Message] = field(default_factory=list)
+    tokens: int = 0  # every token of every response (see sim.budget.usage_tokens)
+    cost_usd: float | None = 0.0  # None once a response had no known price
 
 
 class Agent:
@@ -71,6 +74,7 @@ class Agent:
         max_turns: int,
         gate: TurnGate,
         stop_reason: Callable[[], str],
+        run_cost: Callable[[], float | None] = lambda: 0.0,
     ) -> None:
         self.name = name
         self.model = model
@@ -81,6 +85,7 @@ class Agent:
         self.max_turns = max_turns
         self.gate = gate
         self.stop_reason = stop_reason  # why the scheduler cancelled us, if it did
+        self.run_cost = run_cost  # USD spent by every agent so far, for limits.run_budget_usd
         self.state = AgentState(name=name)
         self.state.messages.append({"role": "user", "content": task or "Begin."})
         self._tool_defs = [tool.definition() for tool in tools.values()]
@@ -116,7 +121,17 @@ class Agent:
                 await self.model.aclose()
             self.state.status = "ended"
             self.state.end_reason = reason
-            events.emit(AgentEnd(reason=reason, turns=self.state.turn, message=message), self.name)
+            state = self.state
+            events.emit(
+                AgentEnd(
+                    reason=reason,
+                    turns=state.turn,
+                    message=message,
+                    tokens=state.tokens,
+                    cost_usd=state.cost_usd,
+                ),
+                self.name,
+            )
         return reason
 
     async def _loop(self) -> str:
@@ -125,6 +140,15 @@ class Agent:
                 self.ctx.events.emit(Limit(limit="max_turns", value=self.max_turns), self.name)
                 return "max_turns"
             async with self.gate(self.name):
+                spent = over_budget(
+                    self.ctx.limits,
+                    tokens=self.state.tokens,
+                    cost=self.state.cost_usd,
+                    run_cost=self.run_cost(),
+                )
+                if spent is not None:  # checked inside the gate: just before the call
+                    self.ctx.events.emit(Limit(limit=spent[0], value=spent[1]), self.name)
+                    return "budget"
                 finished, called_tools = await self._turn()
             if finished or not called_tools:
                 return "finished"
@@ -170,6 +194,8 @@ class Agent:
 
     def _record_reply(self, reply: Reply, latency: float) -> None:
         usage = reply.usage
+        self.state.tokens += usage_tokens(usage)
+        self.state.cost_usd = add_cost(self.state.cost_usd, reply.cost_usd, reply.model)
         self.ctx.events.emit(
             ModelResponse(
                 turn=self.state.turn,

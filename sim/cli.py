@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import trio
 from rich.console import Console
 
 from sim.errors import SimError
+from sim.procenv import hide_from_children
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
+from sim.shell import scrubbed_env
 from sim.view import LiveView, end_messages, summary_table
 
 EXIT_USAGE = 2
@@ -49,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
+    # Agents' shells are our children: keep the secrets in `env` and out of /proc/<us>/environ.
+    env = dict(os.environ)
+    hide_from_children(set(env) - set(scrubbed_env(env, home=Path.home())))
     view = LiveView(console, enabled=console.is_terminal and not args.quiet)
 
     def started(run: Run) -> None:
@@ -59,6 +65,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             scenario,
             runs_dir=args.runs_dir,
             scenario_dir=args.scenario.resolve().parent,
+            env=env,
             on_start=started,
         )
         return await run.execute()

@@ -25,7 +25,7 @@ from sim.agent import Agent
 from sim.errors import RunError, SimError
 from sim.events import Error, EventLog, RunEnd, RunStart, Setup
 from sim.locks import LockManager
-from sim.models import make_model
+from sim.models import check_ready, make_model, open_client
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
 from sim.scheduler import Scheduler
@@ -93,11 +93,13 @@ class Run:
         self.env = dict(os.environ if env is None else env)
         self.agent_configs = scenario.expanded_agents()
         self.names = [a.name for a in self.agent_configs]
+        check_ready(scenario, self.env)  # no API key: fail before the run directory exists
+        self.client: object = None  # the run's Anthropic client, open while agents run
         self.run_dir = new_run_dir(runs_dir, scenario.name)
         self.workspace = Workspace(self.run_dir)
         self.tally = RunTally(self.names)
         self._model_factory = model_factory or (
-            lambda cfg: make_model(cfg, scenario, scenario_dir, self.env)
+            lambda cfg: make_model(cfg, scenario, scenario_dir, self.env, self.client)
         )
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
@@ -135,7 +137,8 @@ class Run:
             )
             if self._on_start:
                 self._on_start(self)
-            status, reason = await self._run(events)
+            async with open_client(self.scenario, self.env) as self.client:
+                status, reason = await self._run(events)
         except SimError as exc:
             status, reason = "error", str(exc)
             events.emit(Error(error=type(exc).__name__, message=str(exc), where="run"))
@@ -143,7 +146,15 @@ class Run:
             status, reason = "interrupted", "Ctrl-C"
         finally:
             duration = trio.current_time() - start
-            events.emit(RunEnd(status=status, reason=reason, duration=round(duration, 6)))
+            events.emit(
+                RunEnd(
+                    status=status,
+                    reason=reason,
+                    duration=round(duration, 6),
+                    tokens=self.tally.total_tokens,
+                    cost_usd=self.tally.total_cost,
+                )
+            )
             events.close()
             self._meta.update(end=datetime.now(UTC).isoformat(), status=status, reason=reason)
             ws.write_meta(self._meta)
@@ -233,6 +244,7 @@ class Run:
             max_turns=limits.max_turns,
             gate=scheduler.gate,
             stop_reason=scheduler.stop_reason,
+            run_cost=lambda: self.tally.total_cost,
         )
 
     async def _stop_on_sigint(self, scheduler: Scheduler) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sim import events as ev
+from sim.budget import add_cost
 from sim.events import Payload
 
 
@@ -60,10 +61,7 @@ class RunTally:
                 tally.output_tokens += int(usage.get("output_tokens") or 0)
                 tally.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
                 tally.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-                if cost is None and model != "scripted":
-                    tally.cost_usd = None
-                elif tally.cost_usd is not None:
-                    tally.cost_usd += cost or 0.0
+                tally.cost_usd = add_cost(tally.cost_usd, cost, model)
             case ev.ToolCall(name=name, input=args):
                 tally.status = f"tool: {name}"
                 if name == "bash":
