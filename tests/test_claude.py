@@ -287,7 +287,7 @@ def test_a_budget_without_a_price_is_refused_before_the_run(tmp_path: Path) -> N
     spec = validate_scenario(
         {"name": "c", "limits": {"budget_usd": 1}, "agents": [agent("a", model="claude-x-1")]}
     )
-    with pytest.raises(RunError, match="no price in sim/pricing.py"):
+    with pytest.raises(RunError, match=r"no price in sim/pricing\.py"):
         Run(spec, runs_dir=tmp_path / "runs", env={"ANTHROPIC_API_KEY": KEY})
 
 
