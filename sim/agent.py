@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 
+from sim.budget import over_budget
 from sim.errors import AuthError, ToolError
 from sim.events import (
     AgentEnd,
@@ -35,6 +36,7 @@ from sim.events import (
 from sim.models.base import Message, Model, Reply
 from sim.models.base import ModelRequest as Request
 from sim.models.replay import RecordingExhausted
+from sim.tally import RunTally
 from sim.tools import Tool, ToolContext, ToolOutput
 
 
@@ -78,10 +80,12 @@ class Agent:
         max_turns: int,
         gate: TurnGate,
         stop_reason: Callable[[], str],
+        tally: RunTally,
         history: list[Message] | None = None,
         turns_used: int = 0,
     ) -> None:
-        """`history` and `turns_used` continue a conversation (a resumed run)."""
+        """`tally` is the run's accounting (budgets are checked against it); `history` and
+        `turns_used` continue a conversation (a resumed run)."""
         self.name = name
         self.model = model
         self.model_name = model_name
@@ -91,6 +95,7 @@ class Agent:
         self.max_turns = max_turns
         self.gate = gate
         self.stop_reason = stop_reason  # why the scheduler cancelled us, if it did
+        self.tally = tally
         self.state = AgentState(name=name, turn=turns_used)
         self.state.messages = list(history) if history else [first_message(task)]
         self._tool_defs = [tool.definition() for tool in tools.values()]
@@ -130,7 +135,17 @@ class Agent:
                 await self.model.aclose()
             self.state.status = "ended"
             self.state.end_reason = reason
-            events.emit(AgentEnd(reason=reason, turns=self.state.turn, message=message), self.name)
+            spent = self.tally.agents[self.name]
+            events.emit(
+                AgentEnd(
+                    reason=reason,
+                    turns=self.state.turn,
+                    message=message,
+                    tokens=spent.tokens,
+                    cost_usd=spent.cost_usd,
+                ),
+                self.name,
+            )
         return reason
 
     async def _catch_up_model(self) -> None:
@@ -152,6 +167,16 @@ class Agent:
                 self.ctx.events.emit(Limit(limit="max_turns", value=self.max_turns), self.name)
                 return "max_turns"
             async with self.gate(self.name):
+                spent = self.tally.agents[self.name]
+                over = over_budget(
+                    self.ctx.limits,
+                    tokens=spent.tokens,
+                    cost=spent.cost_usd,
+                    run_cost=self.tally.total_cost,
+                )
+                if over is not None:  # checked inside the gate: just before the call
+                    self.ctx.events.emit(Limit(limit=over[0], value=over[1]), self.name)
+                    return "budget"
                 finished, called_tools = await self._turn()
             if finished or not called_tools:
                 return "finished"

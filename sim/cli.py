@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from rich.table import Table
 
 from sim import catalog, replay, transcript
 from sim.errors import RunError, SimError
+from sim.procenv import hide_from_children
 from sim.resume import plan_resume
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
+from sim.shell import scrubbed_env
 from sim.view import LiveView, end_messages, summary_table
 
 EXIT_USAGE = 2
@@ -73,8 +76,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _harness_env() -> dict[str, str]:
+    """The environment the harness works with. Agents' shells are our children: keep the
+    secrets in this copy and out of /proc/<us>/environ (see sim.procenv)."""
+    env = dict(os.environ)
+    hide_from_children(set(env) - set(scrubbed_env(env, home=Path.home())))
+    return env
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
+    env = _harness_env()
     view = LiveView(console, enabled=console.is_terminal and not args.quiet)
 
     def started(run: Run) -> None:
@@ -85,6 +97,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             scenario,
             runs_dir=args.runs_dir,
             scenario_dir=args.scenario.resolve().parent,
+            env=env,
             on_start=started,
         )
         return await run.execute()
@@ -131,6 +144,7 @@ def cmd_replay(args: argparse.Namespace, console: Console) -> int:
             runs_dir=runs_dir,
             until=until,
             live=bool(args.then),
+            env=_harness_env(),
             on_start=lambda run: view.attach(run.tally, f"replay of {args.run_dir.name}"),
         )
 
@@ -162,6 +176,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
             plan.scenario,
             runs_dir=plan.run_dir.parent,
             scenario_dir=Path(meta_dir) if meta_dir else scenario_dir.parent,
+            env=_harness_env(),
             resume=plan,
             on_start=lambda run: view.attach(run.tally, f"resumed {plan.run_dir.name}"),
         )

@@ -63,6 +63,8 @@ class RunEnd(Payload):
     status: str  # completed | interrupted | error | wall_time | done_when
     reason: str = ""
     duration: float
+    tokens: int = 0  # every agent's tokens (input, cache writes and reads, output)
+    cost_usd: float | None = None  # USD for the run; None when a price was unknown
 
 
 class AgentStart(Payload):
@@ -78,6 +80,8 @@ class AgentEnd(Payload):
     reason: str  # finished | max_turns | wall_time | done_when | error | budget | interrupted
     turns: int
     message: str = ""
+    tokens: int = 0  # this agent's tokens (input, cache writes and reads, output)
+    cost_usd: float | None = None  # this agent's USD; None when a price was unknown
 
 
 class ModelRequest(Payload):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ class Recording:
     scenario: Scenario
     events: list[Event]
     torn_line: str | None = None  # a partial last line a crash left, not in `events`
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e["kind"] == kind]
@@ -40,4 +42,8 @@ def load_recording(run_dir: Path) -> Recording:
     data = yaml.safe_load(scenario_path.read_text(encoding="utf-8"))
     scenario = validate_scenario(data, str(scenario_path))
     contents = read_events(events_path)
-    return Recording(run_dir, scenario, contents.events, contents.torn_line)
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = {}  # a run killed before it wrote meta.json still replays
+    return Recording(run_dir, scenario, contents.events, contents.torn_line, meta)

@@ -21,7 +21,7 @@ from typing import Any
 
 from sim.errors import RunError
 from sim.events import read_events
-from sim.models import make_model
+from sim.models import check_ready, make_model
 from sim.models.base import Model
 from sim.models.replay import ForkModel, ReplayModel
 from sim.recording import Recording, load_recording
@@ -163,12 +163,17 @@ async def resimulate(
     recording = load_recording(source)
     scenario = recording.scenario
     limits = fork_turns(recording, *until) if until else {}
+    if live:
+        check_ready(scenario, env or {})  # live Claude agents need a key; replay does not
+
+    meta_dir = recording.meta.get("scenario_dir")
+    scenario_dir = Path(meta_dir) if meta_dir else None
 
     def model_for(cfg: AgentConfig) -> Model:
         replay = ReplayModel(cfg.name, recording.responses(cfg.name))
         if not live:
             return replay
-        live_model = make_model(cfg, scenario, None, env or {})
+        live_model = make_model(cfg, scenario, scenario_dir, env or {}, run.client)
         return ForkModel(replay, live_model, limits.get(cfg.name, 0))
 
     run = Run(
@@ -178,6 +183,7 @@ async def resimulate(
         model_factory=model_for,
         on_start=on_start,
         round_orders=recording.round_orders() if not live else None,
+        use_api=live,
     )
     result = await run.execute()
     new_events = read_events(result.run_dir / "events.jsonl").events

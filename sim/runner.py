@@ -36,7 +36,7 @@ from sim.events import (
     parse_payload,
 )
 from sim.locks import LockManager
-from sim.models import make_model
+from sim.models import check_ready, make_model, open_client
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
 from sim.scheduler import Scheduler
@@ -122,12 +122,19 @@ class Run:
         shell_factory: Callable[..., Shell] = Shell,
         round_orders: list[list[str]] | None = None,
         resume: ResumePlan | None = None,
+        use_api: bool | None = None,
     ) -> None:
+        """`use_api` (default: when the models are the scenario's own) opens the run's
+        Anthropic client; a replay needs none, and so no key."""
         self.scenario = scenario
         self.scenario_dir = scenario_dir
         self.env = dict(os.environ if env is None else env)
         self.agent_configs = scenario.expanded_agents()
         self.names = [a.name for a in self.agent_configs]
+        self._use_api = model_factory is None if use_api is None else use_api
+        if self._use_api:
+            check_ready(scenario, self.env)  # no API key: fail before the run directory exists
+        self.client: object = None  # the run's Anthropic client, open while agents run
         self.resume = resume  # go on with a killed run, in its own directory
         self.run_dir = resume.run_dir if resume else new_run_dir(runs_dir, scenario.name)
         self.workspace = Workspace(self.run_dir)
@@ -135,7 +142,7 @@ class Run:
         for event in resume.events if resume else []:
             self.tally.on_event(event.get("agent"), parse_payload(event))
         self._model_factory = model_factory or (
-            lambda cfg: make_model(cfg, scenario, scenario_dir, self.env)
+            lambda cfg: make_model(cfg, scenario, scenario_dir, self.env, self.client)
         )
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
@@ -192,7 +199,11 @@ class Run:
             )
             if self._on_start:
                 self._on_start(self)
-            status, reason = await self._run(events)
+            if self._use_api:
+                async with open_client(self.scenario, self.env) as self.client:
+                    status, reason = await self._run(events)
+            else:
+                status, reason = await self._run(events)
         except SimError as exc:
             status, reason = "error", str(exc)
             events.emit(Error(error=type(exc).__name__, message=str(exc), where="run"))
@@ -200,7 +211,15 @@ class Run:
             status, reason = "interrupted", "Ctrl-C"
         finally:
             duration = trio.current_time() - start
-            events.emit(RunEnd(status=status, reason=reason, duration=round(duration, 6)))
+            events.emit(
+                RunEnd(
+                    status=status,
+                    reason=reason,
+                    duration=round(duration, 6),
+                    tokens=self.tally.total_tokens,
+                    cost_usd=self.tally.total_cost,
+                )
+            )
             events.close()
             self._meta.update(
                 end=datetime.now(UTC).isoformat(),
@@ -318,6 +337,7 @@ class Run:
             max_turns=limits.max_turns,
             gate=scheduler.gate,
             stop_reason=scheduler.stop_reason,
+            tally=self.tally,
             history=resumed.messages if resumed else None,
             turns_used=resumed.turns if resumed else 0,
         )

@@ -19,7 +19,7 @@ from sim.errors import ScenarioError
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 # Tool names a scenario may list; the Claude issue's tools are named as Anthropic names them.
 TOOL_NAMES = ("bash", "str_replace_based_edit_tool", "lock", "unlock", "finish")
-DEFAULT_TOOLS = ("bash", "lock", "unlock", "finish")
+DEFAULT_TOOLS = ("bash", "str_replace_based_edit_tool", "lock", "unlock", "finish")
 
 
 class _Strict(BaseModel):
@@ -34,10 +34,27 @@ class Limits(_Strict):
         30_000, ge=256, description="output kept per command (head and tail)"
     )
     max_tokens: int | None = Field(
-        None, gt=0, description="input+output tokens per agent before it stops (Claude)"
+        None,
+        gt=0,
+        description="tokens per agent (input, cache reads and writes, output) before it stops",
     )
     budget_usd: float | None = Field(None, gt=0, description="USD per agent (Claude)")
     run_budget_usd: float | None = Field(None, gt=0, description="USD for the whole run (Claude)")
+
+
+class Api(_Strict):
+    """How Claude agents call the Messages API (one client per run, shared by the agents)."""
+
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries of 408/409/429/5xx/529")
+    max_retry_wait: float = Field(
+        60.0, gt=0, description="seconds at most to wait before a retry, whatever retry-after says"
+    )
+    timeout: float = Field(600.0, gt=0, description="seconds per HTTP attempt")
+    max_output_tokens: int = Field(8192, gt=0, description="`max_tokens` of each request")
+    cache_ttl: Literal["5m", "1h"] = Field("5m", description="prompt cache lifetime")
+    context_window: int | None = Field(
+        None, ge=1000, description="tokens; default: the model's window from sim/pricing.py"
+    )
 
 
 class Workspace(_Strict):
@@ -152,6 +169,14 @@ class Scenario(_Strict):
         None, description="shell condition run in shared/ between turns; true ends the run"
     )
     base_url: str | None = Field(None, description="Anthropic-compatible endpoint for Claude")
+    api: Api = Field(default_factory=Api)  # type: ignore[arg-type]  # all fields default
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None and not re.match(r"^https?://[^/\s]+", url):
+            raise ValueError("base_url must be an http(s) URL such as http://127.0.0.1:8080")
+        return url
 
     @model_validator(mode="after")
     def _unique_agent_names(self) -> Scenario:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from sim.budget import add_cost
 from sim.events import Payload
 
 
@@ -73,10 +74,7 @@ class RunTally:
             tally.output_tokens += int(usage.get("output_tokens") or 0)
             tally.cache_read_tokens += int(usage.get("cache_read_input_tokens") or 0)
             tally.cache_write_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-        if event.cost_usd is None and event.model != "scripted":
-            tally.cost_usd = None
-        elif tally.cost_usd is not None:
-            tally.cost_usd += event.cost_usd or 0.0
+        tally.cost_usd = add_cost(tally.cost_usd, event.cost_usd, event.model)
 
     @staticmethod
     def _tool_call(tally: AgentTally, event: Any) -> None:

@@ -6,6 +6,7 @@ from sim.errors import ScenarioError
 from sim.tools.base import Tool, ToolContext, ToolOutput
 from sim.tools.bash import BashTool
 from sim.tools.coordination import FinishTool, LockTool, UnlockTool
+from sim.tools.editor import EditorTool
 
 __all__ = ["Tool", "ToolContext", "ToolOutput", "build_tools"]
 
@@ -13,6 +14,7 @@ __all__ = ["Tool", "ToolContext", "ToolOutput", "build_tools"]
 def _registry() -> dict[str, type]:
     return {
         "bash": BashTool,
+        "str_replace_based_edit_tool": EditorTool,
         "lock": LockTool,
         "unlock": UnlockTool,
         "finish": FinishTool,

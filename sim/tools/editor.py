@@ -1,0 +1,238 @@
+"""Anthropic's text editor tool (`text_editor_20250728`, named `str_replace_based_edit_tool`).
+
+Commands: `view` (a file with line numbers, or a directory two levels deep), `create`,
+`str_replace` (exactly one match) and `insert`. There is no `undo_edit` in this version.
+
+Paths are absolute, or relative to the agent's shell's current directory, and must stay inside
+the agent's own directory or shared/ (`Workspace.confine`). A write to a file under shared/
+holds that file's lock for the write (the same lock the `lock` tool and `flock` take; if the
+agent holds it already, the write just goes ahead) and is logged as `file_write`. Writes go to
+a temporary file that replaces the target, so another agent never reads half a file.
+
+Files are read and written in the trio thread: they are small text files, capped at
+`_MAX_FILE_BYTES`, and a thread hop per edit would cost more than the I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from sim.errors import PathError, ToolError
+from sim.events import FileWrite
+from sim.tools.base import ToolContext, ToolOutput, require_str
+from sim.workspace import LOCKS_DIRNAME
+
+NAME = "str_replace_based_edit_tool"
+_MAX_FILE_BYTES = 4 * 1024 * 1024
+_SNIPPET_LINES = 4  # lines of context shown around an edit
+
+
+def _numbered(lines: list[str], first: int) -> str:
+    return "\n".join(f"{first + i:6}\t{line}" for i, line in enumerate(lines))
+
+
+class EditorTool:
+    name = NAME
+
+    def definition(self) -> dict[str, Any]:
+        # Anthropic-defined: the model knows the commands and their parameters.
+        return {"type": "text_editor_20250728", "name": NAME}
+
+    async def run(self, ctx: ToolContext, args: dict[str, Any]) -> ToolOutput:
+        command = args.get("command")
+        raw_path = require_str(args, "path", NAME)
+        path = self._resolve(ctx, raw_path)
+        if command == "view":
+            return ToolOutput(self._clip(ctx, self._view(path, args.get("view_range"))))
+        if command == "create":
+            text = require_str(args, "file_text", f"{NAME} create")
+            existed = path.exists()
+            if path.is_dir():
+                raise ToolError(f"{raw_path} is a directory; give a file path to create")
+            await self._write(ctx, path, text, create_dirs=True)
+            return ToolOutput(f"{'Overwrote' if existed else 'Created'} {path} ({len(text)} chars)")
+        if command == "str_replace":
+            return ToolOutput(await self._str_replace(ctx, path, args))
+        if command == "insert":
+            return ToolOutput(await self._insert(ctx, path, args))
+        raise ToolError(
+            f"unknown command {command!r}; use view, create, str_replace or insert "
+            "(undo_edit is not available in this version of the tool)"
+        )
+
+    # -- paths and files ------------------------------------------------------------------
+
+    def _resolve(self, ctx: ToolContext, raw: str) -> Path:
+        if not raw.strip():
+            raise ToolError(f"{NAME} needs `path`, a file or directory path")
+        path = ctx.workspace.confine(ctx.agent, raw, ctx.shell.cwd)
+        rel = ctx.workspace.shared_relative(path)
+        if rel is not None and (rel == LOCKS_DIRNAME or rel.startswith(LOCKS_DIRNAME + "/")):
+            raise PathError(f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files")
+        return path
+
+    def _read(self, path: Path) -> str:
+        if not path.exists():
+            raise ToolError(f"{path} does not exist; create it with the create command")
+        if path.is_dir():
+            raise ToolError(f"{path} is a directory; view it, or give a file path")
+        size = path.stat().st_size
+        if size > _MAX_FILE_BYTES:
+            raise ToolError(
+                f"{path} is {size} bytes, too large for the editor (at most {_MAX_FILE_BYTES}); "
+                "use bash (head, grep, sed) to look at parts of it"
+            )
+        data = path.read_bytes()
+        if b"\0" in data:
+            raise ToolError(f"{path} is a binary file; the editor edits text files only")
+        return data.decode("utf-8", errors="replace")
+
+    async def _write(self, ctx: ToolContext, path: Path, text: str, create_dirs: bool) -> None:
+        rel = ctx.workspace.shared_relative(path)
+        if rel is None:
+            self._replace(path, text, create_dirs)
+            return
+        async with ctx.locks.holding(ctx.agent, rel):
+            self._replace(path, text, create_dirs)
+        ctx.events.emit(
+            FileWrite(path=rel, bytes=path.stat().st_size, locked=True, via="editor"), ctx.agent
+        )
+
+    def _replace(self, path: Path, text: str, create_dirs: bool) -> None:
+        if create_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.parent.is_dir():
+            raise ToolError(f"directory {path.parent} does not exist")
+        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+            os.chmod(tmp, mode)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _clip(self, ctx: ToolContext, text: str) -> str:
+        cap = ctx.limits.max_output_bytes
+        if len(text) <= cap:
+            return text
+        return (
+            text[:cap] + f"\n<response clipped: {len(text) - cap} more characters; "
+            "use view_range to see the rest>"
+        )
+
+    # -- commands -------------------------------------------------------------------------
+
+    def _view(self, path: Path, view_range: Any) -> str:
+        if path.is_dir():
+            if view_range is not None:
+                raise ToolError("view_range applies to files, not directories")
+            return self._list_dir(path)
+        lines = _lines(self._read(path))
+        if view_range is None:
+            return f"Here's the content of {path} with line numbers:\n" + _numbered(lines, 1)
+        if (
+            not isinstance(view_range, list)
+            or len(view_range) != 2
+            or not all(isinstance(n, int) for n in view_range)
+        ):
+            raise ToolError(f"view_range must be two integers [start, end] (got {view_range!r})")
+        start, end = view_range
+        if not 1 <= start <= len(lines):
+            raise ToolError(f"view_range start {start} must be between 1 and {len(lines)}")
+        if end == -1:
+            end = len(lines)
+        if not start <= end <= len(lines):
+            raise ToolError(
+                f"view_range end {end} must be -1 or between {start} and {len(lines)} "
+                f"(the file has {len(lines)} lines)"
+            )
+        return _numbered(lines[start - 1 : end], start)
+
+    def _list_dir(self, path: Path) -> str:
+        out = [f"Files and directories up to 2 levels deep in {path}, hidden items excluded:"]
+        for child in sorted(path.iterdir()):
+            if child.name.startswith("."):
+                continue
+            out.append(f"{child}/" if child.is_dir() else str(child))
+            if child.is_dir():
+                for grandchild in sorted(child.iterdir()):
+                    if not grandchild.name.startswith("."):
+                        out.append(f"{grandchild}/" if grandchild.is_dir() else str(grandchild))
+        return "\n".join(out)
+
+    async def _str_replace(self, ctx: ToolContext, path: Path, args: dict[str, Any]) -> str:
+        old = require_str(args, "old_str", f"{NAME} str_replace")
+        new = args.get("new_str") or ""
+        if not isinstance(new, str):
+            raise ToolError(f"{NAME} str_replace needs `new_str` as a string (got {new!r})")
+        if not old:
+            raise ToolError("old_str is empty; give the exact text to replace")
+        text = self._read(path)
+        count = text.count(old)
+        if count == 0:
+            raise ToolError(
+                f"No replacement was performed: old_str did not appear verbatim in {path}. "
+                "View the file and copy the text exactly, whitespace included"
+            )
+        if count > 1:
+            lines = [text[:i].count("\n") + 1 for i in _find_all(text, old)]
+            raise ToolError(
+                f"No replacement was performed: old_str occurs {count} times in {path}, at "
+                f"lines {lines}. Include more surrounding lines to make it unique"
+            )
+        at = text.index(old)
+        result = text[:at] + new + text[at + len(old) :]
+        await self._write(ctx, path, result, create_dirs=False)
+        first = text[:at].count("\n") + 1
+        return f"Edited {path}. " + _snippet(result, first, first + new.count("\n"))
+
+    async def _insert(self, ctx: ToolContext, path: Path, args: dict[str, Any]) -> str:
+        line = args.get("insert_line")
+        # text_editor_20250728 names the text `insert_text`; earlier versions said `new_str`.
+        new = args.get("insert_text", args.get("new_str"))
+        if not isinstance(new, str):
+            raise ToolError(f"{NAME} insert needs `insert_text` as a string (got {new!r})")
+        parts = self._read(path).split("\n")
+        lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+        if isinstance(line, bool) or not isinstance(line, int) or not 0 <= line <= len(lines):
+            raise ToolError(
+                f"insert_line must be a line number from 0 (before the first line) to "
+                f"{len(lines)} (after the last; got {line!r})"
+            )
+        if line == len(lines) and lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        block = new if new.endswith("\n") else new + "\n"
+        result = "".join([*lines[:line], block, *lines[line:]])
+        await self._write(ctx, path, result, create_dirs=False)
+        added = block.count("\n")
+        return f"Inserted {added} line(s) after line {line} of {path}. " + _snippet(
+            result, line + 1, line + added
+        )
+
+
+def _lines(text: str) -> list[str]:
+    """Lines as an editor numbers them: a final newline does not start another line."""
+    lines = text.split("\n")
+    return lines[:-1] if len(lines) > 1 and lines[-1] == "" else lines
+
+
+def _snippet(text: str, first: int, last: int) -> str:
+    """The edited lines first..last of the new text, with a few lines around them."""
+    lines = _lines(text)
+    start = max(1, first - _SNIPPET_LINES)
+    end = min(len(lines), last + _SNIPPET_LINES)
+    return f"Lines {start}-{end} now read:\n" + _numbered(lines[start - 1 : end], start)
+
+
+def _find_all(text: str, sub: str) -> list[int]:
+    out, at = [], text.find(sub)
+    while at != -1:
+        out.append(at)
+        at = text.find(sub, at + 1)
+    return out
