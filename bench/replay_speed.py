@@ -23,10 +23,10 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.replay import resimulate  # noqa: E402
-from sim.runner import Run  # noqa: E402
-from sim.scenario import validate_scenario  # noqa: E402
-from tests.fake_anthropic import FakeAnthropic, Turn, bash, finish  # noqa: E402
+from sim.replay import resimulate
+from sim.runner import Run
+from sim.scenario import validate_scenario
+from tests.fake_anthropic import FakeAnthropic, Turn, bash, finish
 
 
 def scenario(agents: int, turns: int) -> dict[str, Any]:
