@@ -30,6 +30,11 @@ def asof(
 ) -> pd.DataFrame:
     """`left` with, per row, the columns of the `right` row nearest in `t` within the same
     `by` group (`right`'s `t` comes back as `_t`), in `left`'s order."""
+    if left.empty or right.empty:
+        # pandas cannot merge_asof an empty Arrow-backed string key ("cannot construct
+        # ChunkedArray from empty vector"); with nothing to match, every match is missing.
+        extra = {c: np.nan for c in right.columns if c not in by and c != "t"}
+        return left.assign(_t=np.nan, **extra).reset_index(drop=True)
     left = left.assign(_row=np.arange(len(left))).sort_values("t", kind="stable")
     right = right.sort_values("t", kind="stable").rename(columns={"t": "_t"})
     merged = pd.merge_asof(left, right, left_on="t", right_on="_t", by=by, direction=direction)

@@ -159,8 +159,12 @@ def locks(log: LogTables) -> pd.DataFrame:
     out.loc[lost, ["released", "hold", "release_reason"]] = np.nan
     out["hold"] = out["hold"].fillna(out["released"] - out["acquired"])
     overdue = _df(log, "lock_overdue").drop(columns="agent").rename(columns={"holder": "agent"})
-    marks = asof(overdue[["agent", "lock", "t", "broken"]], out[["agent", "lock", "t", "seq"]],
-                  ["agent", "lock"], "backward")  # fmt: skip
+    marks = asof(
+        overdue[["agent", "lock", "t", "broken"]],
+        out[["agent", "lock", "t", "seq"]],
+        ["agent", "lock"],
+        "backward",
+    )
     out["overdue"] = out["seq"].isin(marks["seq"])
     out["broken"] = out["seq"].isin(marks.loc[marks["broken"].fillna(False).astype(bool), "seq"])
     return out

@@ -114,14 +114,16 @@ def _locate(path: Path, data: bytes) -> LogError:
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
+        what = "event"
         try:
             event = json.loads(line)
             if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
                 raise ValueError("an event is a JSON object with a string `kind`")
+            what = f"{event['kind']} event"
             _parse(line, kind_schema(event["kind"]))
         except (ValueError, pa.ArrowInvalid) as err:
             return LogError(
-                f"{path}:{number}: not a valid event ({err}); the log is damaged before its "
+                f"{path}:{number}: not a valid {what} ({err}); the log is damaged before its "
                 "last line, which a crash cannot cause: restore the file or delete that line"
             )
     return LogError(f"{path}: cannot read the event log")
@@ -164,7 +166,9 @@ def _body(lines: pa.LargeStringArray) -> pa.Buffer:
     return lines.buffers()[2].slice(int(first), int(last - first))
 
 
-def _codes(kinds: pa.Array) -> tuple[np.ndarray, list[str | None]]:
+def _codes(kinds: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, list[str | None]]:
+    if isinstance(kinds, pa.ChunkedArray):
+        kinds = kinds.combine_chunks()
     encoded = kinds.dictionary_encode(null_encoding="encode")
     return encoded.indices.to_numpy(zero_copy_only=False), encoded.dictionary.to_pylist()
 

@@ -1,4 +1,4 @@
-"""`python -m sim ...`: run, validate and schema (more subcommands join as they are built).
+"""`python -m sim ...`: run, validate, schema, report (more subcommands join as they are built).
 
 Errors a user can fix (a bad scenario, a missing key) print one clear message and exit 2,
 never a traceback.
@@ -44,6 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--set", dest="overrides", action="append", default=[])
 
     sub.add_parser("schema", help="print the scenario JSON Schema")
+
+    report = sub.add_parser("report", help="write a run's self-contained HTML report")
+    report.add_argument("run_dir", type=Path, help="the run directory, e.g. runs/<run-id>")
+    report.add_argument("--output", "-o", type=Path, help="default: <run_dir>/report.html")
     return parser
 
 
@@ -79,6 +83,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return result.exit_code
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: analysis pulls in pandas and matplotlib (about a second
+    # of start-up, and sim itself must never depend on them), so only `report` pays for it.
+    from analysis import RunLoadError
+    from analysis.report import write_report
+
+    try:
+        path = write_report(args.run_dir, args.output)
+    except RunLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     console = Console()
@@ -93,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(json_schema(), indent=2))
             return 0
+        if args.command == "report":
+            return cmd_report(args)
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -345,7 +345,9 @@ def write_run(
     if crash_at is not None and w._queue:
         status = "running"
         for agent, call in sorted(w.in_flight.items()):
-            interrupted = ev.Interrupted(tool_use_id=call.tool_use_id, name=call.name, turn=call.turn)
+            interrupted = ev.Interrupted(
+                tool_use_id=call.tool_use_id, name=call.name, turn=call.turn
+            )
             w.emit(interrupted, agent)
         w.log.close()
         with (run_dir / "events.jsonl").open("a") as f:
