@@ -125,3 +125,26 @@ def _idle(busy: pd.DataFrame, span: pd.DataFrame) -> pd.DataFrame:
         {"agent": every["agent"][gap], "start": before[gap], "end": every["start"][gap]}
     )
     return idle.assign(state="idle")
+
+
+def occupancy(frame: pd.DataFrame, agents: list[str], edges: np.ndarray) -> np.ndarray:
+    """Seconds each agent spent in each state within each time bin: an array shaped
+    (agents, STATES, bins), for the bins between consecutive `edges`.
+
+    Exact, and linear in the number of intervals: the time an agent spent in a state up to
+    x is the sum over intervals of clip(x - start, 0, duration), which sorted starts and
+    ends with prefix sums give at every edge at once."""
+    out = np.zeros((len(agents), len(STATES), len(edges) - 1))
+    row = {agent: i for i, agent in enumerate(agents)}
+    for (agent, state), group in frame.groupby(["agent", "state"]):
+        if agent not in row or state not in STATES:
+            continue
+        starts = np.sort(group["start"].to_numpy(dtype=float))
+        ends = np.sort(group["end"].to_numpy(dtype=float))
+        start_sums = np.concatenate([[0.0], np.cumsum(starts)])
+        end_sums = np.concatenate([[0.0], np.cumsum(ends)])
+        began = np.searchsorted(starts, edges, side="right")
+        ended = np.searchsorted(ends, edges, side="right")
+        spent = edges * began - start_sums[began] - edges * ended + end_sums[ended]
+        out[row[str(agent)], STATES.index(str(state))] = np.diff(spent)
+    return out

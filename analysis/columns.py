@@ -3,8 +3,8 @@
 The frame builders end with `conform`, which selects exactly these columns in this order and
 casts them to these dtypes, so what is documented here is what a user gets, whether the run
 was read from its log or from Parquet (the tests check both). `RunFrames`' docstring and
-analysis/README.md are rendered from this table (`python -m analysis.columns` prints the
-README section; a test fails when the README is stale).
+analysis/README.md are rendered from this table (`render_markdown()` gives the README
+section; a test fails when the README is stale).
 
 Times are seconds since the run started (the log's `t`), as float64. Dtypes are pandas
 dtypes: `str` is pandas' string dtype (missing values are NaN), `Int64` and `boolean` are
@@ -127,7 +127,7 @@ FRAMES: dict[str, Frame] = {
             _RUN,
             ("agent", "str", "the agent that took the lock"),
             ("lock", "str", "the lock's name (a path in shared/)"),
-            ("requested", "float64", "time of `lock_wait`, or of `lock_acquire` if uncontended"),
+            ("requested", "float64", "time of `lock_wait`; uncontended: `acquired - wait`"),
             ("acquired", "float64", "time of `lock_acquire`"),
             ("released", "float64", "time of `lock_release` (NaN: never released)"),
             ("wait", "float64", "seconds waited"),
@@ -264,7 +264,3 @@ def render_docstring() -> str:
         lines.append(f"{name}: {spec.doc}")
         lines.extend(f"    {c:<20} {d:<20} {m}" for c, d, m in spec.columns)
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(render_markdown())

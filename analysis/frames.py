@@ -103,14 +103,19 @@ def _tool_inputs(log: LogTables) -> list[str]:
     decode = json.JSONDecoder().raw_decode
     out = []
     for line in lines:
-        start = line.find('"input":') + 8  # the first one is the event's own: see jsonl.py
-        if start < 8:
-            out.append("{}")
-            continue
-        while line[start] in " \t":
+        # The first `"input":` is the event's own: a quote inside a string is escaped, and
+        # no field before it holds an object. Anything else takes the slow, sure way.
+        start = line.find('"input":') + 8
+        while 8 <= start < len(line) and line[start] in " \t":
             start += 1
-        _, end = decode(line, start)
-        out.append(line[start:end])
+        try:
+            if start < 8:
+                raise ValueError("no input")
+            _, end = decode(line, start)
+            out.append(line[start:end])
+        except ValueError:
+            value = json.loads(line).get("input")
+            out.append(json.dumps(value) if value is not None else "{}")
     return out
 
 

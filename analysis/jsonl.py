@@ -185,11 +185,16 @@ def _parse_by_kind(
 
 def _consistent(parsed: dict[str | None, tuple[np.ndarray, pa.Table]]) -> bool:
     """Every line was grouped under the kind its parse found."""
-    for kind, (_, table) in parsed.items():
+    for kind, (rows, table) in parsed.items():
         column = table.column("kind")
-        if kind is None or column.null_count or not pc.all(pc.equal(column, kind)).as_py():
+        if kind is None or table.num_rows != len(rows) or column.null_count:
+            return False
+        if not pc.all(pc.equal(column, kind)).as_py():
             return False
     return True
+
+
+_KIND = r'"kind"\s*:\s*"(?P<kind>[^"\\]*)"'
 
 
 def read_log(path: Path) -> LogTables:
@@ -205,7 +210,11 @@ def read_log(path: Path) -> LogTables:
     try:
         # Group by the first `"kind":"..."` in each line: a regex over the Arrow view, several
         # times faster than a full parse. _consistent checks it against each line's parse.
-        found = pc.extract_regex(lines, r'"kind"\s*:\s*"(?P<kind>[^"\\]*)"').field("kind")
+        found = pc.struct_field(pc.extract_regex(lines, _KIND), "kind")
+        if found.null_count:  # lines of only whitespace, say: drop them (a copy; rare)
+            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0)
+            lines = lines.filter(pc.invert(blank))
+            found = pc.struct_field(pc.extract_regex(lines, _KIND), "kind")
         parsed = _parse_by_kind(lines, *_codes(found))
         if not _consistent(parsed):  # e.g. a hand-written log with nested "kind" keys first
             parsed = _parse_by_kind(lines, *_codes(_parse(_body(lines), ENVELOPE).column("kind")))

@@ -17,11 +17,12 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
+from matplotlib.colors import ListedColormap, LogNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Patch
 from matplotlib.ticker import MaxNLocator
 
+from analysis.activity import STATES, occupancy
 from analysis.run import RunFrames
 
 STATE_COLORS = {
@@ -31,6 +32,7 @@ STATE_COLORS = {
     "idle": "#E5E5E5",
 }
 OUTCOME_COLORS = {"ok": "#55A868", "failed": "#DD8452", "timed_out": "#C44E52", "killed": "#8172B3"}
+MAX_ARROWS = 120  # message graph: pairs drawn as arrows
 TOKEN_COLORS = {
     "input_tokens": "#4C72B0",
     "output_tokens": "#DD8452",
@@ -81,9 +83,13 @@ def _nothing(title: str, text: str) -> Figure:
     return _empty(fig, fig.add_subplot(), text)
 
 
-def activity_timeline(run: RunFrames, run_id: str | None = None) -> Figure:
+def activity_timeline(run: RunFrames, run_id: str | None = None, bins: int = 1600) -> Figure:
     """A Gantt chart: one row per agent, colored by what it was doing (thinking, running a
-    command, waiting on a lock, idle), over seconds since the run started."""
+    command, waiting on a lock, idle), over seconds since the run started.
+
+    The run's time is cut into `bins` columns (finer than the figure's pixels) and each
+    column takes the state the agent spent most of it in (`activity.occupancy`): the cost
+    stays the same for a million events, where one rectangle per interval took seconds."""
     run_id, f = _select(run, run_id)
     act = f["activity"]
     agents = natural_order(f["agents"]["agent"])
@@ -93,16 +99,29 @@ def activity_timeline(run: RunFrames, run_id: str | None = None) -> Figure:
     fig = Figure(figsize=(12, _rows_height(len(agents))), layout="constrained")
     ax = fig.add_subplot()
     fig.suptitle(title, fontsize=11)
-    row = {name: i for i, name in enumerate(agents)}
-    for state, color in STATE_COLORS.items():
-        part = act[act["state"] == state]
-        for agent, group in part.groupby("agent"):
-            spans = list(zip(group["start"], group["duration"], strict=True))
-            ax.broken_barh(spans, (row[str(agent)] - 0.4, 0.8), facecolors=color, linewidth=0)
+    end = max(float(act["end"].max()) if len(act) else 1.0, 1e-3)
+    spent = occupancy(act, agents, np.linspace(0.0, end, bins + 1))
+    # A bin nobody's span covers sums to rounding noise, not to zero: mask it by width.
+    empty = spent.sum(axis=1) <= 1e-3 * end / bins
+    dominant = np.ma.masked_where(empty, spent.argmax(axis=1))
+    # Each agent's row is drawn thinner than its slot, so rows stay apart.
+    rows = np.ma.masked_all((len(agents) * 5, bins), dtype=int)
+    for i in range(len(agents)):
+        rows[i * 5 + 1 : i * 5 + 5] = dominant[i]
+    colors = ListedColormap([STATE_COLORS[s] for s in STATES])
+    ax.imshow(
+        rows,
+        aspect="auto",
+        cmap=colors,
+        vmin=-0.5,
+        vmax=len(STATES) - 0.5,
+        extent=(0.0, end, len(agents) - 0.6, -0.6),
+        interpolation="nearest",
+    )
     ax.set_yticks(range(len(agents)), agents, fontsize=_label_size(len(agents)))
     ax.set_ylim(len(agents) - 0.5, -0.5)
     ax.set_xlabel("seconds since the run started")
-    ax.set_xlim(0, max(float(act["end"].max()) if len(act) else 1.0, 1e-3))
+    ax.set_xlim(0, end)
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=c, label=s.replace("_", " ")) for s, c in STATE_COLORS.items()]
     ax.legend(
@@ -272,9 +291,9 @@ def command_outcomes(run: RunFrames, run_id: str | None = None) -> Figure:
 
 
 def message_graph(run: RunFrames, run_id: str | None = None) -> Figure:
-    """Who talks to whom. Left: agents on a circle, an arrow per sender and recipient pair,
-    as thick as its message count. Right: the same counts as a sender × recipient matrix,
-    which stays exact however dense the graph gets."""
+    """Who talks to whom. Left: agents on a circle, an arrow per sender and recipient pair
+    (the MAX_ARROWS busiest), as thick as its message count. Right: every pair's count in a
+    sender × recipient matrix, which stays exact however dense the graph gets."""
     run_id, f = _select(run, run_id)
     msgs = f["messages"]
     title = f"Messages between agents — {run_id}"
@@ -288,16 +307,20 @@ def message_graph(run: RunFrames, run_id: str | None = None) -> Figure:
     angle = {n: np.pi / 2 - 2 * np.pi * i / len(names) for i, n in enumerate(names)}
     pos = {n: (np.cos(a), np.sin(a)) for n, a in angle.items()}
     traffic = msgs.groupby("agent").size().add(msgs.groupby("recipient").size(), fill_value=0)
-    biggest = pairs.max()
-    for (sender, recipient), count in pairs.items():
-        width = 0.6 + 5.0 * count / biggest
+    fewest, biggest = pairs.min(), pairs.max()
+    # Past a few hundred arrows a graph is a hairball (and slow to draw): the busiest pairs
+    # are drawn, and the matrix beside it has them all.
+    drawn = pairs.sort_values(ascending=False, kind="stable").head(MAX_ARROWS)
+    for (sender, recipient), count in drawn.items():
+        weight = (count - fewest + 1) / (biggest - fewest + 1)  # contrast among the pairs
+        width = 0.5 + 5.0 * weight
         arrow = FancyArrowPatch(
             pos[str(sender)],
             pos[str(recipient)],
             arrowstyle="-|>",
             mutation_scale=8 + width * 2,
             linewidth=width,
-            alpha=0.2 + 0.6 * count / biggest,
+            alpha=0.15 + 0.6 * weight,
             color="#4C72B0",
             connectionstyle="arc3,rad=0.12",
             shrinkA=9,
@@ -325,7 +348,10 @@ def message_graph(run: RunFrames, run_id: str | None = None) -> Figure:
     graph.set_ylim(-1.6, 1.6)
     graph.set_aspect("equal")
     graph.set_axis_off()
-    graph.set_title("arrow width: messages sent (node size: messages in and out)", fontsize=9)
+    shown = f"the {len(drawn)} busiest of {len(pairs)} pairs; " if len(drawn) < len(pairs) else ""
+    graph.set_title(
+        f"{shown}arrow width: messages sent (node size: messages in and out)", fontsize=9
+    )
     counts = pairs.unstack(fill_value=0).reindex(index=names, columns=names, fill_value=0)
     image = matrix_ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto")
     size = _label_size(len(names))

@@ -114,26 +114,32 @@ def _log_stamp(run_dir: Path) -> list[int]:
     return [stat.st_size, stat.st_mtime_ns]
 
 
-def _fresh_manifest(directory: Path) -> dict[str, Any] | None:
-    """The manifest of Parquet frames in `directory`, if they still describe their logs."""
+def _fresh_manifest(directory: Path, run_dir: Path | None = None) -> dict[str, Any] | None:
+    """The manifest of Parquet frames in `directory`, if they still describe their logs.
+
+    With `run_dir` (frames in their default place, `<run>/frames/`), the log checked is that
+    run's, wherever the run directory was when the frames were written."""
     try:
         manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
     if manifest.get("format") != FORMAT:
         return None
-    for path, stamp in manifest.get("logs", {}).items():
-        log = Path(path) / "events.jsonl"
-        if log.exists() and _log_stamp(Path(path)) != stamp:
+    logs: dict[str, list[int]] = manifest.get("logs", {})
+    if run_dir is not None:
+        if len(logs) != 1 or not (run_dir / "events.jsonl").exists():
+            return None
+        return manifest if _log_stamp(run_dir) == next(iter(logs.values())) else None
+    for path, stamp in logs.items():
+        if (Path(path) / "events.jsonl").exists() and _log_stamp(Path(path)) != stamp:
             return None
     return manifest
 
 
-def _from_parquet(directory: Path, manifest: dict[str, Any]) -> RunFrames:
+def _from_parquet(directory: Path, manifest: dict[str, Any], paths: list[Path]) -> RunFrames:
     loaded = {
         name: conform(name, pd.read_parquet(directory / f"{name}.parquet")) for name in FRAMES
     }
-    paths = [Path(p) for p in manifest.get("logs", {})]
     return RunFrames(**loaded, paths=paths, torn_lines=dict(manifest.get("torn_lines", {})))
 
 
@@ -181,10 +187,12 @@ def load_run(path: str | Path) -> RunFrames:
     Reads `<run>/frames/*.parquet` when they are fresh, else the log. Raises RunLoadError
     when the path is not a run or its log is damaged before its last line."""
     run_dir = _run_dir(path)
-    for candidate in (run_dir, run_dir / FRAMES_DIR):
-        manifest = _fresh_manifest(candidate)
-        if manifest is not None:
-            return _from_parquet(candidate, manifest)
+    manifest = _fresh_manifest(run_dir / FRAMES_DIR, run_dir)
+    if manifest is not None:
+        return _from_parquet(run_dir / FRAMES_DIR, manifest, [run_dir])
+    manifest = _fresh_manifest(run_dir)  # `path` is a directory to_parquet(dir) wrote
+    if manifest is not None:
+        return _from_parquet(run_dir, manifest, [Path(p) for p in manifest.get("logs", {})])
     log_path = run_dir / "events.jsonl"
     if not log_path.is_file():
         raise RunLoadError(

@@ -12,12 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import trio
 
 import analysis
 from analysis import columns
 from analysis.run import RunFrames
 from sim.events import read_events
+from sim.runner import Run
+from sim.scenario import validate_scenario
 from tests.analysis_runs import ROOT, counter_race, real_run
+from tests.conftest import scenario_dict
 from tests.synthetic import write_run
 
 
@@ -180,6 +184,20 @@ def test_a_killed_run_loads_with_its_torn_line_and_open_calls(tmp_path: Path) ->
     assert np.allclose(ends.sort_index(), last.reindex(ends.index).sort_index())
 
 
+def test_a_run_that_failed_in_setup_has_empty_frames(tmp_path: Path) -> None:
+    scenario = validate_scenario(scenario_dict(workspace={"setup": ["echo nope; exit 3"]}))
+
+    async def main() -> Path:
+        return (await Run(scenario, runs_dir=tmp_path).execute()).run_dir
+
+    run = analysis.load_run(trio.run(main))
+    assert_documented(run)
+    assert run.events["kind"].tolist() == ["run_start", "setup", "error", "run_end"]
+    assert run.agents.empty and run.turns.empty and run.activity.empty
+    assert run.runs.iloc[0]["status"] == "error"
+    assert "exit code 3" in run.runs.iloc[0]["reason"]
+
+
 def test_parquet_round_trip_is_exact_and_used_while_fresh(
     synthetic: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -203,6 +221,11 @@ def test_parquet_round_trip_is_exact_and_used_while_fresh(
         event = {"seq": 10**6, "t": 1e4, "ts": "2026-01-01T00:00:00+00:00", "agent": None}
         log.write(json.dumps({**event, "kind": "limit", "limit": "wall_time"}) + "\n")
     assert len(analysis.load_run(copy).events) == len(from_log.events) + 1
+    analysis.load_run(copy).to_parquet()
+    moved = copy.rename(tmp_path / "moved")  # frames in <run>/frames/ follow their run
+    with monkeypatch.context() as patch:
+        patch.setattr("analysis.run.read_log", no_log)
+        assert analysis.load_run(moved).paths == [moved]
 
 
 def test_load_runs_joins_runs_by_run_id(quickstart: Path, race: Path, tmp_path: Path) -> None:
@@ -258,10 +281,13 @@ def test_unknown_kinds_and_unusual_key_order_are_read(tmp_path: Path) -> None:
             "anything": [1, {"x": 2}],
         },
     ]
-    (tmp_path / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in lines))
+    spaced = '{"seq": 2, "t": 0.7, "ts": "2026-01-01T00:00:02+00:00", "agent": "a", "kind": '
+    spaced += '"tool_call", "turn": 2, "tool_use_id": "u2", "name": "x", "input" : {"y": [1]}}'
+    text = "".join(json.dumps(e) + "\n" for e in lines) + "\n   \n" + spaced + "\n"
+    (tmp_path / "events.jsonl").write_text(text)  # with a blank and a whitespace-only line
     run = analysis.load_run(tmp_path)
-    assert run.events["kind"].tolist() == ["tool_call", "from_the_future"]
-    assert json.loads(run.tool_calls.iloc[0]["input"]) == {"kind": "x"}
+    assert run.events["kind"].tolist() == ["tool_call", "from_the_future", "tool_call"]
+    assert [json.loads(i) for i in run.tool_calls["input"]] == [{"kind": "x"}, {"y": [1]}]
     assert run.payloads("from_the_future").iloc[0]["anything"] == [1, {"x": 2}]
 
 
@@ -282,7 +308,7 @@ def test_the_schemas_read_fields_that_sim_declares() -> None:
 
 def test_readme_documents_every_column() -> None:
     readme = (ROOT / "analysis" / "README.md").read_text()
-    assert columns.render_markdown() in readme, "run `python -m analysis.columns` into README"
+    assert columns.render_markdown() in readme, "paste analysis.columns.render_markdown() into it"
 
 
 def test_sim_and_analysis_keep_their_imports_apart() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 import analysis
 from analysis import plots
+from analysis.activity import STATES, occupancy
 from analysis.run import RunFrames
 from tests.analysis_runs import real_run
 from tests.synthetic import write_run
@@ -47,14 +47,31 @@ def texts(fig: Figure) -> str:
     return " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
 
 
-def test_activity_has_one_row_per_agent_and_every_interval(big: RunFrames) -> None:
+def test_occupancy_integrates_every_interval_exactly(big: RunFrames) -> None:
+    agents = plots.natural_order(big.agents["agent"])
+    edges = np.linspace(0.0, big.activity["end"].max(), 101)
+    spent = occupancy(big.activity, agents, edges)
+    totals = big.activity.groupby(["agent", "state"])["duration"].sum()
+    for (agent, state), seconds in totals.items():
+        in_bins = spent[agents.index(agent), STATES.index(state)]
+        assert in_bins.sum() == pytest.approx(seconds, abs=1e-6)
+        assert (in_bins >= -1e-9).all() and (in_bins <= edges[1] + 1e-9).all()
+
+
+def test_activity_shows_each_agents_time_by_state(big: RunFrames) -> None:
     fig = rendered(plots.activity_timeline(big))
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels == [f"agent-{i:02d}" for i in range(1, 33)]
     assert fig.get_figheight() / 32 >= 0.25  # rows stay tall enough to read
-    bars = sum(len(c.get_paths()) for c in ax.collections if isinstance(c, PolyCollection))
-    assert bars == len(big.activity)
+    (image,) = ax.images
+    shown = image.get_array()
+    for i, agent in enumerate(labels):
+        row = shown[i * 5 + 2].compressed()  # the agent's band, within its span
+        time = big.activity[big.activity["agent"] == agent].groupby("state")["duration"].sum()
+        for j, state in enumerate(STATES):
+            share = time.get(state, 0.0) / time.sum()
+            assert (row == j).mean() == pytest.approx(share, abs=0.05), (agent, state)
 
 
 def test_lock_matrix_holds_the_seconds_each_holder_cost_each_waiter(big: RunFrames) -> None:

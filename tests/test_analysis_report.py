@@ -11,9 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 from matplotlib.image import imread
 
+from sim.runner import Run
+from sim.scenario import validate_scenario
 from tests.analysis_runs import ROOT, real_run
+from tests.conftest import scenario_dict
 from tests.synthetic import write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -140,3 +144,16 @@ def test_chromium_renders_the_plots_and_the_agent_list(
     pixels = imread(shot)
     assert pixels.shape[:2] == (2000, 1280)
     assert pixels[..., :3].std() > 0.05  # text, tables and plots, not a blank page
+
+
+def test_report_of_a_run_that_failed_before_any_agent_started(tmp_path: Path) -> None:
+    from analysis.report import write_report
+
+    scenario = validate_scenario(scenario_dict(workspace={"setup": ["exit 3"]}))
+
+    async def main() -> Path:
+        return (await Run(scenario, runs_dir=tmp_path).execute()).run_dir
+
+    html = write_report(trio.run(main)).read_text()
+    assert html.count('src="data:image/png;base64,') == 5  # each plot says it has nothing
+    assert "error (workspace.setup command" in html and 'class="agent"' not in html
