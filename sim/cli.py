@@ -1,4 +1,4 @@
-"""`python -m sim ...`: run, validate and schema (more subcommands join as they are built).
+"""`python -m sim ...`: run, validate, schema, replay, resume, show, runs and report.
 
 Errors a user can fix (a bad scenario, a missing key) print one clear message and exit 2,
 never a traceback.
@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list runs")
     runs.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    report = sub.add_parser("report", help="write a run's self-contained HTML report")
+    report.add_argument("run_dir", type=Path, help="the run directory, e.g. runs/<run-id>")
+    report.add_argument("--output", "-o", type=Path, help="default: <run_dir>/report.html")
     return parser
 
 
@@ -228,6 +231,21 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: analysis pulls in pandas and matplotlib (about a second
+    # of start-up, and sim itself must never depend on them), so only `report` pays for it.
+    from analysis import RunLoadError
+    from analysis.report import write_report
+
+    try:
+        path = write_report(args.run_dir, args.output)
+    except RunLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     # Piped output is read by scripts and people alike: do not cut columns to 80 characters.
@@ -251,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_resume(args, console)
         if args.command == "runs":
             return cmd_runs(args, console)
+        if args.command == "report":
+            return cmd_report(args)
     except SimError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
