@@ -32,11 +32,16 @@ from sim.events import (
     ToolCall,
     ToolResult,
 )
+from sim.mailbox import append_letters
 from sim.models.base import Message, Model, Reply
 from sim.models.base import ModelRequest as Request
 from sim.tools import Tool, ToolContext, ToolOutput
 
-_STATUS_WHILE = {"bash": "running", "lock": "waiting for lock"}
+_STATUS_WHILE = {
+    "bash": "running",
+    "lock": "waiting for lock",
+    "wait_for_message": "waiting for a message",
+}
 
 TurnGate = Callable[[str], AbstractAsyncContextManager[None]]
 
@@ -133,6 +138,8 @@ class Agent:
         state, events = self.state, self.ctx.events
         state.turn += 1
         self.ctx.turn = state.turn
+        if self.ctx.mailbox is not None:  # messages arrive at the start of a turn
+            append_letters(state.messages, self.name, self.ctx.mailbox.take(self.name, state.turn))
         state.status = "thinking"
         events.emit(
             ModelRequest(turn=state.turn, model=self.model_name, messages=len(state.messages)),

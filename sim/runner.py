@@ -7,6 +7,7 @@ happens, `run_end` is logged and `meta.json` says how it ended.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import signal
@@ -22,9 +23,11 @@ from pathlib import Path
 import trio
 
 from sim.agent import Agent
+from sim.clobbers import ClobberDetector
 from sim.errors import RunError, SimError
 from sim.events import Error, EventLog, RunEnd, RunStart, Setup
 from sim.locks import LockManager
+from sim.mailbox import Mailbox
 from sim.models import make_model
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
@@ -158,7 +161,19 @@ class Run:
         for command in scenario.workspace.setup:
             await self._setup(events, command, harness_env)
         models = {cfg.name: self._model_factory(cfg) for cfg in self.agent_configs}
-        locks = LockManager(ws, events)
+        mailbox = Mailbox(self.run_dir / "mailboxes", self.names, events)
+        events.subscribe(mailbox.on_event)
+        locks = LockManager(
+            ws,
+            events,
+            lease=scenario.locks.lease,
+            break_overdue=scenario.locks.break_overdue,
+            on_broken=mailbox.notify,
+        )
+        # Made after seeding and setup, so their files are the starting versions (by nobody).
+        clobbers = (
+            ClobberDetector(ws.shared, events, locks.holder) if scenario.detect_clobbers else None
+        )
         scheduler = Scheduler(
             events,
             mode=scenario.scheduler,
@@ -168,14 +183,19 @@ class Run:
             done_when=scenario.done_when,
             shared_dir=ws.shared,
             env=harness_env,
+            max_rounds=scenario.limits.max_rounds,
         )
         self.scheduler = scheduler
         agents = [
             self._agent(cfg, models[cfg.name], locks, events, scheduler)
             for cfg in self.agent_configs
         ]
+        for agent in agents:
+            agent.ctx.mailbox, agent.ctx.clobbers = mailbox, clobbers
+            agent.ctx.park = functools.partial(scheduler.park, agent.name)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_sigint, scheduler)
+            nursery.start_soon(locks.watch_leases)
             stopped = await scheduler.run(agents)
             nursery.cancel_scope.cancel()
         if scheduler.fatal is not None:

@@ -10,6 +10,8 @@ with the same value is safe while the lock is held.
 
 from __future__ import annotations
 
+import re
+
 from sim.models.scripted import Observation, Step
 
 _PHASES = ("lock", "read", "write", "unlock")
@@ -35,7 +37,9 @@ def increment(obs: Observation) -> Step:
         if phase == "read":
             return {"bash": f'cat "$SIM_SHARED/{path}"'}
         if phase == "write":
-            value = int(last.output.strip() or 0) + 1 if last and not last.is_error else 1
+            # A read racing a write (`echo 7 > f` truncates first) can see an empty file: 0.
+            digits = re.match(r"\d+", last.output.strip()) if last and not last.is_error else None
+            value = int(digits.group()) + 1 if digits else 1
             s["value"] = value
             return {"bash": f'echo {value} > "$SIM_SHARED/{path}"'}
         if phase == "unlock":

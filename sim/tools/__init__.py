@@ -6,6 +6,7 @@ from sim.errors import ScenarioError
 from sim.tools.base import Tool, ToolContext, ToolOutput
 from sim.tools.bash import BashTool
 from sim.tools.coordination import FinishTool, LockTool, UnlockTool
+from sim.tools.messages import SendMessageTool, WaitForMessageTool
 
 __all__ = ["Tool", "ToolContext", "ToolOutput", "build_tools"]
 
@@ -15,6 +16,8 @@ def _registry() -> dict[str, type]:
         "bash": BashTool,
         "lock": LockTool,
         "unlock": UnlockTool,
+        "send_message": SendMessageTool,
+        "wait_for_message": WaitForMessageTool,
         "finish": FinishTool,
     }
 

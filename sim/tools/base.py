@@ -7,12 +7,16 @@ that fails raises ToolError; the agent loop turns that into an `is_error` tool r
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sim.clobbers import ClobberDetector
     from sim.events import EventLog
     from sim.locks import LockManager
+    from sim.mailbox import Mailbox
     from sim.scenario import Limits
     from sim.shell import Shell
     from sim.workspace import Workspace
@@ -29,6 +33,10 @@ class ToolContext:
     events: EventLog
     limits: Limits
     turn: int = 0
+    mailbox: Mailbox | None = None  # None: messages are off (tests of other tools)
+    clobbers: ClobberDetector | None = None  # None: the scenario turned clobber detection off
+    # Steps out of the turn order while a tool waits (Scheduler.park); a no-op if concurrent.
+    park: Callable[[], AbstractAsyncContextManager[None]] = nullcontext
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,10 @@ class LockTool:
                 "change it, so no other agent changes it under you. Waits while another agent "
                 "holds it (other agents wait for you the same way, so unlock as soon as you are "
                 'done). The lock is the same one `flock "$SIM_LOCKS/<path>.lock"` takes in '
-                "the shell. Paths are relative to the shared directory, e.g. `counter.txt`."
+                "the shell. Paths are relative to the shared directory, e.g. `counter.txt`. "
+                "If waiting would deadlock (another agent waits for a lock you hold while "
+                "holding this one), the call fails at once and says what to unlock. A run may "
+                "take a lock away from an agent that holds it too long; you are told if so."
             ),
             "input_schema": {
                 "type": "object",
@@ -39,7 +42,7 @@ class LockTool:
         timeout = args.get("timeout")
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise ToolError(f"lock `timeout` must be a number of seconds >= 0 (got {timeout!r})")
-        wait = await ctx.locks.acquire(ctx.agent, name, timeout)
+        wait = await ctx.locks.acquire(ctx.agent, name, timeout, park=ctx.park)
         return ToolOutput(f"locked {name} (waited {wait:.3f} s)")
 
 
