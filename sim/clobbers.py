@@ -86,6 +86,7 @@ class ClobberDetector:
         self, shared: Path, events: EventLog, lock_holder: Callable[[str], str | None]
     ) -> None:
         self.shared = shared
+        self._shared_real = shared.resolve()
         self._events = events
         self._lock_holder = lock_holder
         self._files: dict[str, _File] = {}
@@ -150,15 +151,17 @@ class ClobberDetector:
     def editing(self, agent: str, path: Path | str, *, read_first: bool = True) -> Iterator[None]:
         """`with detector.editing(agent, path): write it` = before_write + after_write."""
         self.before_write(agent, path)
-        yield
-        self.after_write(agent, path, read_first=read_first)
+        try:
+            yield
+        finally:  # a write that failed half-way may still have changed the file
+            self.after_write(agent, path, read_first=read_first)
 
     # -- scanning -------------------------------------------------------------------------------
 
     def _relative(self, path: Path | str) -> str | None:
         full = Path(path) if Path(path).is_absolute() else self.shared / path
         try:
-            rel = full.resolve().relative_to(self.shared.resolve())
+            rel = full.resolve().relative_to(self._shared_real)
         except ValueError:
             return None
         return None if not rel.parts or rel.parts[0] == LOCKS_DIRNAME else str(rel)
@@ -193,7 +196,7 @@ class ClobberDetector:
         for rel, f in list(self._files.items()):
             if f.key is not None and rel not in found:
                 self._change(rel, None, trigger, via, read_first=None)
-        self._flush_marks()
+        self._flush_marks(trigger)
 
     def _sync(self, rel: str, writer: str | None, via: str, read_first: bool | None = None) -> None:
         """Check one file. `writer`: who certainly changed it (an editor write), or None to
@@ -360,8 +363,9 @@ class ClobberDetector:
         if not f.atime_unreliable:
             self._marks.clear_later(rel, st)
 
-    def _flush_marks(self) -> None:
-        failed, unsure = self._marks.flush()
+    def _flush_marks(self, trigger: str | None = None) -> None:
+        others = any(agent != trigger for agent in self._running)
+        failed, unsure = self._marks.flush(others_running=others)
         for rel in failed:
             self._files[rel].atime_unreliable = True
         for rel in unsure:

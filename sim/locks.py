@@ -85,6 +85,7 @@ class LockManager:
         on_broken: Callable[[str, str], None] | None = None,
     ) -> None:
         self._workspace = workspace
+        self._shared = workspace.shared.resolve()
         self._events = events
         self._clock = clock
         self._locks: dict[str, _Lock] = {}
@@ -103,10 +104,15 @@ class LockManager:
         candidate = Path(path)
         if not candidate.is_absolute() and not path.startswith(("./", "../")):
             # A bare name (`counter.txt`) means shared/counter.txt, whatever the agent's cwd.
-            resolved = (self._workspace.shared / candidate).resolve()
+            resolved = (self._shared / candidate).resolve()
         else:
             resolved = ((cwd or self._workspace.agent_dir(agent)) / candidate).resolve()
-        rel = self._workspace.shared_relative(resolved)
+        # shared/ resolved once: Path.resolve costs an lstat per path component, per call.
+        rel = (
+            str(resolved.relative_to(self._shared))
+            if resolved.is_relative_to(self._shared)
+            else None
+        )
         if rel is None or rel == "." or rel.startswith(".locks"):
             raise LockError(
                 f"{path!r} is not a file in shared/ ({self._workspace.shared}); locks name "
