@@ -1,9 +1,10 @@
 """How many agent turns per second sim sustains: N scripted agents, each doing `turns` turns
 of `echo` through its own real bash, with full event logging.
 
-    python bench/scale.py [--agents 1 8 32 128] [--turns 200]
+    python bench/scale.py [--agents 1 8 32 128] [--turns 200] [--no-clobbers]
 
-Goal: 128 agents at 5,000 turns/s or more on 2 cores.
+Goal: 128 agents at 5,000 turns/s or more on 2 cores. `--no-clobbers` turns clobber detection
+off (scenario `detect_clobbers: false`), to measure what the scan after each command costs.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ from sim.runner import Run
 from sim.scenario import validate_scenario
 
 
-def scenario(agents: int, turns: int) -> dict[str, object]:
+def scenario(agents: int, turns: int, clobbers: bool = True) -> dict[str, object]:
     return {
         "name": f"scale-{agents}",
+        "detect_clobbers": clobbers,
         "limits": {"max_turns": turns + 1, "wall_time": 600, "command_timeout": 30},
         "agents": [
             {
@@ -39,8 +41,10 @@ def scenario(agents: int, turns: int) -> dict[str, object]:
     }
 
 
-def measure(agents: int, turns: int, runs_dir: Path) -> tuple[float, float, int]:
-    spec = validate_scenario(scenario(agents, turns))
+def measure(
+    agents: int, turns: int, runs_dir: Path, clobbers: bool = True
+) -> tuple[float, float, int]:
+    spec = validate_scenario(scenario(agents, turns, clobbers))
 
     async def main() -> Path:
         result = await Run(spec, runs_dir=runs_dir).execute()
@@ -67,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--agents", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--no-clobbers", action="store_true", help="detect_clobbers: false")
     args = parser.parse_args()
     print(
         f"{'agents':>6} {'turns':>7} {'events':>8} {'wall s':>7} {'turns/s':>9} "
@@ -74,7 +79,7 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.agents:
-            rate, wall, events, cpu_us = measure(n, args.turns, Path(tmp))
+            rate, wall, events, cpu_us = measure(n, args.turns, Path(tmp), not args.no_clobbers)
             print(
                 f"{n:>6} {n * (args.turns + 1):>7} {events:>8} {wall:>7.2f} {rate:>9.0f} "
                 f"{cpu_us:>20.0f}"

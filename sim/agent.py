@@ -33,6 +33,7 @@ from sim.events import (
     ToolCall,
     ToolResult,
 )
+from sim.mailbox import append_letters
 from sim.models.base import Message, Model, Reply
 from sim.models.base import ModelRequest as Request
 from sim.models.replay import RecordingExhausted
@@ -45,7 +46,11 @@ def first_message(task: str) -> Message:
     return {"role": "user", "content": task or "Begin."}
 
 
-_STATUS_WHILE = {"bash": "running", "lock": "waiting for lock"}
+_STATUS_WHILE = {
+    "bash": "running",
+    "lock": "waiting for lock",
+    "wait_for_message": "waiting for a message",
+}
 
 TurnGate = Callable[[str], AbstractAsyncContextManager[None]]
 
@@ -185,6 +190,8 @@ class Agent:
         state, events = self.state, self.ctx.events
         state.turn += 1
         self.ctx.turn = state.turn
+        if self.ctx.mailbox is not None:  # messages arrive at the start of a turn
+            append_letters(state.messages, self.name, self.ctx.mailbox.take(self.name, state.turn))
         state.status = "thinking"
         events.emit(
             ModelRequest(turn=state.turn, model=self.model_name, messages=len(state.messages)),

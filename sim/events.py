@@ -77,7 +77,8 @@ class AgentStart(Payload):
 
 class AgentEnd(Payload):
     kind: Literal["agent_end"] = "agent_end"
-    reason: str  # finished | max_turns | wall_time | done_when | error | budget | interrupted
+    # finished | max_turns | max_rounds | wall_time | done_when | error | budget | interrupted
+    reason: str
     turns: int
     message: str = ""
     tokens: int = 0  # this agent's tokens (input, cache writes and reads, output)
@@ -159,12 +160,12 @@ class LockRelease(Payload):
     kind: Literal["lock_release"] = "lock_release"
     lock: str
     hold: float
-    reason: str = "unlock"  # unlock | agent_end
+    reason: str = "unlock"  # unlock | agent_end | broken (held past its lease)
 
 
 class Limit(Payload):
     kind: Literal["limit"] = "limit"
-    limit: str  # max_turns | wall_time | done_when | budget
+    limit: str  # max_turns | max_rounds | wall_time | done_when | budget
     value: float | str | None = None
 
 
@@ -187,6 +188,9 @@ class FileWrite(Payload):
     bytes: int  # the file's size after the write (-1: deleted)
     locked: bool  # the writer held this file's lock
     via: str  # bash | editor
+    # Other agents whose commands were running when the change happened: any of them may have
+    # made it instead (a scan after a command cannot tell overlapping commands apart).
+    also_running: list[str] = []
 
 
 class Clobber(Payload):

@@ -7,6 +7,7 @@ happens, `run_end` is logged and `meta.json` says how it ended.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import signal
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from sim.agent import Agent
+from sim.clobbers import ClobberDetector
 from sim.errors import RunError, SimError
 from sim.events import (
     Error,
@@ -36,6 +38,7 @@ from sim.events import (
     parse_payload,
 )
 from sim.locks import LockManager
+from sim.mailbox import Mailbox
 from sim.models import check_ready, make_model, open_client
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
@@ -252,9 +255,21 @@ class Run:
                 await self._setup(events, command, harness_env)
         configs = [c for c in self.agent_configs if not (plan and plan.agents[c.name].ended)]
         models = {cfg.name: self._model_factory(cfg) for cfg in configs}
-        locks = LockManager(ws, events)
+        mailbox = Mailbox(self.run_dir / "mailboxes", self.names, events)
+        events.subscribe(mailbox.on_event)
+        locks = LockManager(
+            ws,
+            events,
+            lease=scenario.locks.lease,
+            break_overdue=scenario.locks.break_overdue,
+            on_broken=mailbox.notify,
+        )
         if plan is not None:
             await _retake_locks(plan, locks, events, ws)
+        # Made after seeding and setup, so their files are the starting versions (by nobody).
+        clobbers = (
+            ClobberDetector(ws.shared, events, locks.holder) if scenario.detect_clobbers else None
+        )
         scheduler = Scheduler(
             events,
             mode=scenario.scheduler,
@@ -264,12 +279,17 @@ class Run:
             done_when=scenario.done_when,
             shared_dir=ws.shared,
             env=harness_env,
+            max_rounds=scenario.limits.max_rounds,
             round_orders=self._round_orders,
         )
         self.scheduler = scheduler
         agents = [self._agent(cfg, models[cfg.name], locks, events, scheduler) for cfg in configs]
+        for agent in agents:
+            agent.ctx.mailbox, agent.ctx.clobbers = mailbox, clobbers
+            agent.ctx.park = functools.partial(scheduler.park, agent.name)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._stop_on_sigint, scheduler)
+            nursery.start_soon(locks.watch_leases)
             stopped = await scheduler.run(agents)
             nursery.cancel_scope.cancel()
         if scheduler.fatal is not None:
@@ -324,7 +344,6 @@ class Run:
             locks=locks,
             events=events,
             limits=limits,
-            park=scheduler.parked,
         )
         return Agent(
             name=cfg.name,

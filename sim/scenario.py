@@ -18,7 +18,15 @@ from sim.errors import ScenarioError
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 # Tool names a scenario may list; the Claude issue's tools are named as Anthropic names them.
-TOOL_NAMES = ("bash", "str_replace_based_edit_tool", "lock", "unlock", "finish")
+TOOL_NAMES = (
+    "bash",
+    "str_replace_based_edit_tool",
+    "lock",
+    "unlock",
+    "send_message",
+    "wait_for_message",
+    "finish",
+)
 DEFAULT_TOOLS = ("bash", "str_replace_based_edit_tool", "lock", "unlock", "finish")
 
 
@@ -40,6 +48,24 @@ class Limits(_Strict):
     )
     budget_usd: float | None = Field(None, gt=0, description="USD per agent (Claude)")
     run_budget_usd: float | None = Field(None, gt=0, description="USD for the whole run (Claude)")
+    max_rounds: int | None = Field(
+        None, gt=0, description="rounds before the run stops (schedulers round_robin and rounds)"
+    )
+
+
+class LockSettings(_Strict):
+    lease: float | None = Field(
+        None, gt=0, description="seconds a lock may be held before it is reported lock_overdue"
+    )
+    break_overdue: bool = Field(
+        False, description="take an overdue lock away from its holder (needs a lease)"
+    )
+
+    @model_validator(mode="after")
+    def _break_needs_lease(self) -> LockSettings:
+        if self.break_overdue and self.lease is None:
+            raise ValueError("break_overdue needs a lease: set locks.lease to a number of seconds")
+        return self
 
 
 class Api(_Strict):
@@ -162,8 +188,12 @@ class Scenario(_Strict):
     description: str = ""
     seed: int = 0
     limits: Limits = Field(default_factory=Limits)  # type: ignore[arg-type]  # all fields default
-    scheduler: Literal["concurrent", "round_robin"] = "concurrent"
+    scheduler: Literal["concurrent", "round_robin", "rounds"] = "concurrent"
     workspace: Workspace = Field(default_factory=Workspace)
+    locks: LockSettings = Field(default_factory=LockSettings)  # type: ignore[arg-type]
+    detect_clobbers: bool = Field(
+        True, description="scan shared/ after every command to log file_write and clobber events"
+    )
     agents: list[AgentSpec] = Field(min_length=1)
     done_when: str | None = Field(
         None, description="shell condition run in shared/ between turns; true ends the run"
@@ -185,6 +215,15 @@ class Scenario(_Strict):
             if agent.name in seen:
                 raise ValueError(f"two agents are named {agent.name!r}; give each a unique name")
             seen.add(agent.name)
+        return self
+
+    @model_validator(mode="after")
+    def _rounds_need_a_round_scheduler(self) -> Scenario:
+        if self.limits.max_rounds is not None and self.scheduler == "concurrent":
+            raise ValueError(
+                "limits.max_rounds counts rounds, which only the round_robin and rounds "
+                "schedulers have; set scheduler: rounds (or round_robin), or drop max_rounds"
+            )
         return self
 
     def expanded_agents(self) -> list[AgentConfig]:

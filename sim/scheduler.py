@@ -1,9 +1,12 @@
 """The nursery of agents: turn order, run-wide limits and termination.
 
-Turn order is a gate each agent passes through for every turn:
+Turn order is a gate each agent passes through for every turn (sim.turns):
 - `concurrent`: no gate; each agent moves as fast as its model and tools.
 - `round_robin`: one turn at a time, every active agent once per round, in an order drawn
   for each round from the scenario's seed (logged as a `round` event).
+- `rounds`: every active agent acts once per round, all at the same time, with a barrier
+  between rounds. Both round modes stop the run after `max_rounds` rounds, if set.
+An agent waiting for a lock or a message steps out of the turn order (`park`).
 
 The run stops when every agent has ended, when `wall_time` passes, when `done_when` holds
 (checked in shared/ after turns; checks never overlap, so a burst of turns costs one check),
@@ -12,88 +15,16 @@ or when `stop()` is called (Ctrl-C). Agents cancelled by the stop end with its r
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from pathlib import Path
 
 import trio
 
 from sim.agent import Agent
 from sim.errors import AuthError
-from sim.events import EventLog, Limit, Round
-
-
-class RoundRobin:
-    """A gate that lets one agent take a turn at a time, in a seeded order per round."""
-
-    def __init__(
-        self,
-        names: list[str],
-        seed: int,
-        events: EventLog,
-        recorded: list[list[str]] | None = None,
-    ) -> None:
-        self._active = list(names)
-        self._recorded = list(recorded or [])  # orders to follow, round by round (replay)
-        self._rng = random.Random(f"{seed}:round_robin")
-        self._events = events
-        self._order: list[str] = []
-        self._pos = 0
-        self._round = 0
-        self._changed = trio.Event()
-
-    def _current(self) -> str | None:
-        while self._pos < len(self._order) and self._order[self._pos] not in self._active:
-            self._pos += 1
-        if self._pos >= len(self._order):
-            if not self._active:
-                return None
-            self._round += 1
-            self._order = list(self._active)
-            self._rng.shuffle(self._order)  # drawn even when replaying, to keep the rng in step
-            if self._round <= len(self._recorded):
-                recorded = self._recorded[self._round - 1]
-                self._order = [a for a in recorded if a in self._active] + [
-                    a for a in self._order if a not in recorded
-                ]
-            self._pos = 0
-            self._events.emit(Round(number=self._round, order=self._order))
-        return self._order[self._pos]
-
-    def _advance(self) -> None:
-        self._pos += 1
-        self._changed.set()
-        self._changed = trio.Event()
-
-    @asynccontextmanager
-    async def turn(self, agent: str) -> AsyncIterator[None]:
-        while self._current() != agent:
-            await self._changed.wait()
-        try:
-            yield
-        finally:
-            self._advance()
-
-    @asynccontextmanager
-    async def parked(self, agent: str) -> AsyncIterator[None]:
-        """Inside a turn: give the turn away while the agent waits (for a lock, a message),
-        so the others move on; afterwards, wait for this agent's next slot to go on."""
-        self.leave(agent)
-        self._advance()
-        try:
-            yield
-        finally:
-            self._active.append(agent)  # joins from the next round's draw on
-            while self._current() != agent:
-                await self._changed.wait()
-
-    def leave(self, agent: str) -> None:
-        """An ended agent gives up its place (and its turn, if it was its turn)."""
-        if agent in self._active:
-            self._active.remove(agent)
-            self._changed.set()
-            self._changed = trio.Event()
+from sim.events import EventLog, Limit
+from sim.turns import RoundRobin, Rounds
 
 
 @asynccontextmanager
@@ -115,6 +46,7 @@ class Scheduler:
         done_when: str | None = None,
         shared_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
+        max_rounds: int | None = None,
         round_orders: list[list[str]] | None = None,
     ) -> None:
         self.events = events
@@ -122,9 +54,20 @@ class Scheduler:
         self.done_when = done_when
         self.shared_dir = shared_dir
         self.env = dict(env or {})
-        self.round_robin = (
-            RoundRobin(agent_names, seed, events, round_orders) if mode == "round_robin" else None
+        gates = {"round_robin": RoundRobin, "rounds": Rounds}
+        self.turns = (
+            gates[mode](
+                agent_names,
+                seed,
+                events,
+                max_rounds=max_rounds,
+                on_max_rounds=self._rounds_out,
+                recorded=round_orders,
+            )
+            if mode in gates
+            else None
         )
+        self.max_rounds = max_rounds
         self.status: str | None = None  # why the run stopped early, if it did
         self.fatal: AuthError | None = None  # an error that ends the whole run
         self._scope = trio.CancelScope()
@@ -135,15 +78,18 @@ class Scheduler:
 
     @asynccontextmanager
     async def _gated(self, agent: str) -> AsyncIterator[None]:
-        gate = self.round_robin.turn(agent) if self.round_robin else _no_gate(agent)
+        gate = self.turns.turn(agent) if self.turns else _no_gate(agent)
         async with gate:
             yield
         self._turn_done.set()
 
-    def parked(self, agent: str) -> AbstractAsyncContextManager[None]:
-        """Let others take turns while `agent` waits inside its turn (a no-op unless turns
-        are taken one at a time)."""
-        return self.round_robin.parked(agent) if self.round_robin else _no_gate(agent)
+    def park(self, agent: str) -> AbstractAsyncContextManager[None]:
+        """Step out of the turn order while waiting (for a lock, for a message): see sim.turns."""
+        return self.turns.park(agent) if self.turns else nullcontext()
+
+    def _rounds_out(self) -> None:
+        self.events.emit(Limit(limit="max_rounds", value=self.max_rounds))
+        self.stop("max_rounds")
 
     def stop_reason(self) -> str:
         """Why agents are being cancelled: the stop's status, or `wall_time` past the deadline."""
@@ -181,8 +127,8 @@ class Scheduler:
             self.fatal = self.fatal or exc
             self.stop("error")
         finally:
-            if self.round_robin:
-                self.round_robin.leave(agent.name)
+            if self.turns:
+                self.turns.leave(agent.name)
             self._turn_done.set()
 
     async def _watch_done_when(self) -> None:

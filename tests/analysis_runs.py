@@ -8,13 +8,18 @@ import trio
 
 from sim.runner import Run
 from sim.scenario import load_scenario
+from tests.conftest import counter_only
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def real_run(runs_dir: Path, scenario: str, overrides: list[str] | None = None) -> Path:
-    """Run `scenarios/<scenario>.yaml` with `--set` style overrides; return the run dir."""
-    spec = load_scenario(ROOT / "scenarios" / f"{scenario}.yaml", overrides or [])
+    """Run `scenarios/<scenario>.yaml` with `--set` style overrides; return the run dir.
+    counter_race runs its locked `counter` agents alone (see tests.conftest.counter_only)."""
+    if scenario == "counter_race":
+        spec = counter_only(overrides)
+    else:
+        spec = load_scenario(ROOT / "scenarios" / f"{scenario}.yaml", overrides or [])
 
     async def main() -> Path:
         result = await Run(spec, runs_dir=runs_dir).execute()

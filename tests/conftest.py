@@ -81,3 +81,21 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def counter_only(overrides: list[str] | None = None) -> Any:
+    """counter_race.yaml's first agent spec alone (the locked counters), with overrides."""
+    from sim.scenario import load_scenario
+
+    scenario = load_scenario(ROOT / "scenarios/counter_race.yaml", overrides or [])
+    return scenario.model_copy(update={"agents": scenario.agents[:1]})
+
+
+def counter_only_file(tmp_path: Path, overrides: list[str] | None = None) -> Path:
+    """The same, written as a scenario file (for tests that run the CLI)."""
+    path = tmp_path / "counter_only.yaml"
+    path.write_text(counter_only(overrides).to_yaml())
+    return path

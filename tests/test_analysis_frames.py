@@ -96,7 +96,11 @@ def test_quickstart_frames_match_the_log(quickstart: Path) -> None:
     # One holder at a time: each hold ends before the next begins.
     assert (ordered["acquired"].to_numpy()[1:] >= ordered["released"].to_numpy()[:-1]).all()
     assert np.allclose(locks["released"] - locks["acquired"], locks["hold"], atol=1e-3)
-    assert run.messages.empty and run.files.empty and run.deadlocks.empty
+    assert run.messages.empty and run.deadlocks.empty
+    files = run.files  # each agent appended its section to report.md, holding the lock
+    assert sorted(files["agent"]) == ["alice", "bob", "carol"]
+    assert set(files["path"]) == {"report.md"} and files["locked"].all()
+    assert set(files["kind"]) == {"file_write"}
     assert run.runs.iloc[0]["status"] == "completed" and run.runs.iloc[0]["agents"] == 3
 
 

@@ -80,8 +80,8 @@ def test_release_of_a_lock_not_held_is_an_error(tmp_path: Path) -> None:
         await locks.acquire("a", "f.txt")
         with pytest.raises(LockError, match="held by a"):
             locks.release("b", "f.txt")
-        assert await locks.acquire("a", "f.txt") == 0.0  # held already: nothing to wait for
-        assert locks.holder("f.txt") == "a"
+        with pytest.raises(LockError, match="already hold"):
+            await locks.acquire("a", "f.txt")
 
     trio.run(main)
 
@@ -131,3 +131,169 @@ def test_the_harness_lock_keeps_a_shell_flock_out(tmp_path: Path) -> None:
         assert after.returncode == 0
 
     trio.run(main)
+
+
+def test_a_shell_flock_waits_while_the_harness_holds_the_lock(tmp_path: Path) -> None:
+    # The other direction of exclusion, blocking this time: flock(1) without -n waits.
+    locks, _, ws = manager(tmp_path, clock=time.monotonic)
+    path = ws.locks_dir / lock_file_name("c.txt")
+
+    async def main() -> None:
+        await locks.acquire("a", "c.txt")
+        proc = subprocess.Popen(["flock", str(path), "-c", "true"])
+        try:
+            await trio.sleep(0.3)
+            assert proc.poll() is None  # still waiting for the harness's lock
+        finally:
+            locks.release("a", "c.txt")
+        assert proc.wait(timeout=10) == 0
+
+    trio.run(main)
+
+
+async def _hold_two(locks: LockManager) -> None:
+    await locks.acquire("a", "x")
+    await locks.acquire("b", "y")
+
+
+def test_a_deadlock_fails_the_closing_lock_call_in_the_same_scheduler_step(tmp_path: Path) -> None:
+    async def main() -> None:
+        locks, log, _ = manager(tmp_path)
+        await _hold_two(locks)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.acquire, "a", "y")  # a waits for y, held by b
+            await trio.testing.wait_all_tasks_blocked()
+            start = trio.current_time()
+            # Cancelled before it starts: had acquire reached any checkpoint (a wait, a sleep)
+            # it would raise Cancelled. LockError proves the cycle was found synchronously.
+            with trio.CancelScope() as scope:
+                scope.cancel()
+                with pytest.raises(LockError) as err:
+                    await locks.acquire("b", "x")
+            assert trio.current_time() == start
+            assert locks.graph.waiting_for("b") is None and locks.holder("x") == "a"
+            locks.release("b", "y")  # b does what the error says; a gets y
+        assert locks.holder("y") == "a"
+        log.close()
+        message = str(err.value)
+        assert message.startswith("deadlock: you (b) asked for x, which a holds; a is waiting")
+        assert "y, which you hold" in message and "unlock y" in message
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    events = read_events(tmp_path / "events.jsonl").events
+    (deadlock,) = [e for e in events if e["kind"] == "deadlock"]
+    assert (deadlock["cycle"], deadlock["locks"], deadlock["victim"]) == (
+        ["b", "a"],
+        ["x", "y"],
+        "b",
+    )
+    assert deadlock["agent"] == "b"
+    # b never waited: its lock call was refused before it joined the queue.
+    assert [e["agent"] for e in events if e["kind"] == "lock_wait"] == ["a"]
+
+
+def test_a_three_agent_cycle_is_found_and_explained_hop_by_hop(tmp_path: Path) -> None:
+    async def main() -> str:
+        locks, _, _ = manager(tmp_path)
+        for agent, name in (("a", "x"), ("b", "y"), ("c", "z")):
+            await locks.acquire(agent, name)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.acquire, "a", "y")
+            nursery.start_soon(locks.acquire, "b", "z")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(LockError) as err:
+                await locks.acquire("c", "x")
+            nursery.cancel_scope.cancel()
+        return str(err.value)
+
+    message = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert (
+        "you (c) asked for x, which a holds; a is waiting for y, which b holds; b is waiting "
+        "for z, which you hold" in message
+    )
+    assert "alphabetical: x before y before z" in message
+
+
+def test_waiting_on_an_external_flock_is_no_cycle(tmp_path: Path) -> None:
+    # a holds x and waits for e.txt, which flock(1) holds outside the harness; b then waits for
+    # x. The chain b -> a -> (external) ends outside the graph: b just waits (here: times out).
+    locks, log, ws = manager(tmp_path, clock=time.monotonic)
+    proc = _flock_holds(ws.locks_dir / lock_file_name("e.txt"), 0.5)
+
+    async def main() -> None:
+        await locks.acquire("a", "x")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.acquire, "a", "e.txt")
+            await trio.sleep(0.05)
+            with pytest.raises(LockError, match=r"after 0\.05 s; it is held by a"):
+                await locks.acquire("b", "x", timeout=0.05)
+        assert locks.holder("e.txt") == "a"  # once flock(1) let go
+
+    trio.run(main)
+    log.close()
+    assert proc.wait() == 0
+    events = read_events(tmp_path / "events.jsonl").events
+    assert not any(e["kind"] == "deadlock" for e in events)
+    waits = [(e["agent"], e["holder"]) for e in events if e["kind"] == "lock_wait"]
+    assert waits == [("a", "external"), ("b", "a")]
+
+
+def lease_manager(tmp_path: Path, **kw: Any) -> tuple[LockManager, EventLog, list[tuple[str, str]]]:
+    ws = Workspace(tmp_path)
+    ws.create(["a", "b"])
+    log = EventLog(tmp_path / "events.jsonl", trio.current_time)
+    notes: list[tuple[str, str]] = []
+    locks = LockManager(ws, log, on_broken=lambda agent, text: notes.append((agent, text)), **kw)
+    return locks, log, notes
+
+
+def test_a_lock_held_past_its_lease_is_reported_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        locks, log, notes = lease_manager(tmp_path, lease=5.0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.watch_leases)
+            await locks.acquire("a", "f")
+            await trio.sleep(12)
+            assert locks.holder("f") == "a"  # reported, not broken
+            locks.release("a", "f")
+            nursery.cancel_scope.cancel()
+        log.close()
+        assert notes == []
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    events = read_events(tmp_path / "events.jsonl").events
+    (overdue,) = [e for e in events if e["kind"] == "lock_overdue"]
+    assert (overdue["t"], overdue["holder"], overdue["held"], overdue["broken"]) == (
+        5.0,
+        "a",
+        5.0,
+        False,
+    )
+
+
+def test_an_overdue_lock_is_broken_and_the_next_waiter_gets_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        locks, log, notes = lease_manager(tmp_path, lease=5.0, break_overdue=True)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(locks.watch_leases)
+            await locks.acquire("a", "f")
+            await trio.sleep(1)
+            assert await locks.acquire("b", "f") == 4.0  # waited from t=1 to the break at t=5
+            with pytest.raises(LockError, match=r"was broken: you held it 5\.0 s, longer than"):
+                locks.release("a", "f")
+            locks.release("b", "f")
+            nursery.cancel_scope.cancel()
+        log.close()
+        assert [agent for agent, _ in notes] == ["a"] and "lock it again" in notes[0][1].lower()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    events = read_events(tmp_path / "events.jsonl").events
+    kinds = [(e["kind"], e["agent"]) for e in events if e["kind"] != "lock_wait"]
+    assert kinds == [
+        ("lock_acquire", "a"),
+        ("lock_overdue", "a"),
+        ("lock_release", "a"),
+        ("lock_acquire", "b"),
+        ("lock_release", "b"),
+    ]
+    assert [e["reason"] for e in events if e["kind"] == "lock_release"] == ["broken", "unlock"]

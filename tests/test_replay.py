@@ -13,8 +13,8 @@ import yaml
 
 from sim.events import read_events
 from sim.runner import Run
-from sim.scenario import load_scenario, validate_scenario
-from tests.conftest import scenario_dict
+from sim.scenario import validate_scenario
+from tests.conftest import counter_only, scenario_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,9 +35,8 @@ def sim(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def counter_race(tmp_path: Path) -> Path:
-    scenario = load_scenario(
-        ROOT / "scenarios/counter_race.yaml",
-        ["scheduler=round_robin", "agents.0.replicas=3", "agents.0.params.times=3"],
+    scenario = counter_only(
+        ["scheduler=round_robin", "agents.0.replicas=3", "agents.0.params.times=3"]
     )
     return record(tmp_path, scenario)
 

@@ -15,6 +15,7 @@ import pytest
 from sim.errors import RunError
 from sim.events import read_events
 from sim.resume import INTERRUPTED, plan_resume
+from tests.conftest import counter_only_file
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICAS, TIMES = 4, 25
@@ -58,17 +59,10 @@ def kill_after_some_work(proc: subprocess.Popen[str], log_glob: Path, pause: flo
 def test_kill_9_at_random_moments_and_resume_ends_exact(tmp_path: Path) -> None:
     rng = random.Random(20261123)
     runs = tmp_path / "runs"
-    proc = start(
-        "run",
-        "scenarios/counter_race.yaml",
-        "--quiet",
-        "--runs-dir",
-        str(runs),
-        "--set",
-        f"agents.0.replicas={REPLICAS}",
-        "--set",
-        f"agents.0.params.times={TIMES}",
+    scenario = counter_only_file(
+        tmp_path, [f"agents.0.replicas={REPLICAS}", f"agents.0.params.times={TIMES}"]
     )
+    proc = start("run", str(scenario), "--quiet", "--runs-dir", str(runs))
     run_dir = kill_after_some_work(proc, runs / "*", rng.uniform(0.05, 0.4))
     kills = 1
     for _ in range(2):  # resume, and kill the resumed run too

@@ -16,7 +16,7 @@ import trio
 from sim.events import read_events
 from sim.runner import Run, RunResult
 from sim.scenario import load_scenario, validate_scenario
-from tests.conftest import scenario_dict
+from tests.conftest import counter_only, scenario_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-ant-test-0123456789-DO-NOT-LEAK"
@@ -65,14 +65,13 @@ def test_counter_race_with_lock_is_exact(tmp_path: Path) -> None:
 
 def test_counter_race_without_lock_loses_updates(tmp_path: Path) -> None:
     # round_robin makes the interleaving a function of the seed: read, read, write, write.
-    scenario = load_scenario(
-        ROOT / "scenarios/counter_race.yaml",
+    scenario = counter_only(
         [
             "agents.0.params.use_lock=false",
             "agents.0.params.times=5",
             "agents.0.replicas=4",
             "scheduler=round_robin",
-        ],
+        ]
     )
     result = run(tmp_path, scenario)
     assert result.status == "completed"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim.errors import ScenarioError
+from sim.mailbox import is_delivery
 from sim.models.base import Block, ModelRequest, Reply
 
 # How a step's short form maps to a tool's input: `- lock: counter.txt` -> {"path": ...}.
@@ -53,7 +54,8 @@ class Observation:
     params: dict[str, Any]
     rng: random.Random  # seeded from the scenario seed and the agent's name
     state: dict[str, Any] = field(default_factory=dict)  # the policy's memory across turns
-    inbox: list[str] = field(default_factory=list)  # text blocks that arrived with the results
+    # messages from other agents that arrived this turn, "[message from alice] ..." (sim.mailbox)
+    inbox: list[str] = field(default_factory=list)
 
     @property
     def last(self) -> Outcome | None:
@@ -135,8 +137,8 @@ class ScriptedModel:
                     results.append(
                         Outcome(name, args, _text_of(block), bool(block.get("is_error")))
                     )
-                elif block.get("type") == "text":
-                    inbox.append(block["text"])
+                elif block.get("type") == "text" and is_delivery(block["text"]):
+                    inbox.append(block["text"])  # not the task, which is a text block too
         self._obs.turn = request.turn
         self._obs.results = results
         self._obs.inbox = inbox

@@ -10,6 +10,7 @@ with the same value is safe while the lock is held.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sim.models.scripted import Observation, Outcome, Step
@@ -46,8 +47,12 @@ def _next_step(s: dict[str, Any], times: int, use_lock: bool, path: str, last: o
         if phase == "read":
             return {"bash": f'cat "$SIM_SHARED/{path}"'}
         if phase == "write":
+            # A read racing a write (`echo 7 > f` truncates first) can see an empty file: 0.
             ok = isinstance(last, Outcome) and not last.is_error
-            value = int(last.output.strip() or 0) + 1 if isinstance(last, Outcome) and ok else 1
+            digits = (
+                re.match(r"\d+", last.output.strip()) if isinstance(last, Outcome) and ok else None
+            )
+            value = int(digits.group()) + 1 if digits else 1
             s["value"] = value
             return {"bash": f'echo {value} > "$SIM_SHARED/{path}"'}
         if phase == "unlock":

@@ -7,6 +7,7 @@ from sim.tools.base import Tool, ToolContext, ToolOutput
 from sim.tools.bash import BashTool
 from sim.tools.coordination import FinishTool, LockTool, UnlockTool
 from sim.tools.editor import EditorTool
+from sim.tools.messages import SendMessageTool, WaitForMessageTool
 
 __all__ = ["Tool", "ToolContext", "ToolOutput", "build_tools"]
 
@@ -17,6 +18,8 @@ def _registry() -> dict[str, type]:
         "str_replace_based_edit_tool": EditorTool,
         "lock": LockTool,
         "unlock": UnlockTool,
+        "send_message": SendMessageTool,
+        "wait_for_message": WaitForMessageTool,
         "finish": FinishTool,
     }
 

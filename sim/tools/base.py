@@ -7,22 +7,19 @@ that fails raises ToolError; the agent loop turns that into an `is_error` tool r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from sim.clobbers import ClobberDetector
     from sim.events import EventLog
     from sim.locks import LockManager
+    from sim.mailbox import Mailbox
     from sim.scenario import Limits
     from sim.shell import Shell
     from sim.workspace import Workspace
-
-
-@asynccontextmanager
-async def not_parked(agent: str) -> AsyncIterator[None]:
-    yield
 
 
 @dataclass
@@ -36,10 +33,10 @@ class ToolContext:
     events: EventLog
     limits: Limits
     turn: int = 0
-    # Wraps a wait inside a turn (a contended lock): the scheduler lets others move meanwhile.
-    park: Callable[[str], AbstractAsyncContextManager[None]] = field(
-        default_factory=lambda: not_parked
-    )
+    mailbox: Mailbox | None = None  # None: messages are off (tests of other tools)
+    clobbers: ClobberDetector | None = None  # None: the scenario turned clobber detection off
+    # Steps out of the turn order while a tool waits (Scheduler.park); a no-op if concurrent.
+    park: Callable[[], AbstractAsyncContextManager[None]] = nullcontext
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,14 @@ class BashTool:
         if not isinstance(command, str) or not command.strip():
             raise ToolError("bash needs `command`, a non-empty string (or `restart: true`)")
         timeout = ctx.limits.command_timeout
-        result = await ctx.shell.run(command, timeout=timeout)
+        if ctx.clobbers is not None:
+            ctx.clobbers.before_command(ctx.agent, command)
+        try:
+            result = await ctx.shell.run(command, timeout=timeout)
+        except BaseException:
+            if ctx.clobbers is not None:  # cancelled: still log what it wrote so far
+                ctx.clobbers.after_command(ctx.agent)
+            raise
         ctx.events.emit(
             Command(
                 turn=ctx.turn,
@@ -54,6 +61,8 @@ class BashTool:
             ),
             ctx.agent,
         )
+        if ctx.clobbers is not None:  # after `command`, so its file writes follow it in the log
+            ctx.clobbers.after_command(ctx.agent)
         if result.restarted:
             ctx.events.emit(
                 ShellRestart(reason="died", cwd=str(ctx.shell.cwd), shell_pid=ctx.shell.pid),

@@ -19,7 +19,10 @@ class LockTool:
                 "change it, so no other agent changes it under you. Waits while another agent "
                 "holds it (other agents wait for you the same way, so unlock as soon as you are "
                 'done). The lock is the same one `flock "$SIM_LOCKS/<path>.lock"` takes in '
-                "the shell. Paths are relative to the shared directory, e.g. `counter.txt`."
+                "the shell. Paths are relative to the shared directory, e.g. `counter.txt`. "
+                "If waiting would deadlock (another agent waits for a lock you hold while "
+                "holding this one), the call fails at once and says what to unlock. A run may "
+                "take a lock away from an agent that holds it too long; you are told if so."
             ),
             "input_schema": {
                 "type": "object",

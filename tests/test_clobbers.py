@@ -1,0 +1,210 @@
+"""Clobber detection on a real directory: what counts as a write, whose, and what was lost.
+
+Commands are simulated in-process (Python reads and writes the files between
+`before_command` and `after_command`), which is what a shell command does to the files."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sim.clobbers import ClobberDetector
+from sim.events import EventLog, read_events
+
+
+class Shared:
+    """A shared/ directory with a detector watching it, and the events it logged."""
+
+    def __init__(self, root: Path, files: dict[str, str] | None = None) -> None:
+        self.dir = root / "shared"
+        (self.dir / ".locks").mkdir(parents=True)
+        for name, text in (files or {}).items():
+            (self.dir / name).write_text(text)
+        self.log = EventLog(root / "events.jsonl", lambda: 0.0)
+        self.holders: dict[str, str] = {}
+        self.detector = ClobberDetector(self.dir, self.log, self.holders.get)
+        self._root = root
+
+    def command(self, agent: str, action: Callable[[], Any], text: str = "") -> Any:
+        self.detector.before_command(agent, text)
+        out = action()
+        self.detector.after_command(agent)
+        return out
+
+    def read(self, agent: str, name: str) -> str:
+        return str(self.command(agent, (self.dir / name).read_text, f"cat {name}"))
+
+    def write(self, agent: str, name: str, text: str) -> None:
+        self.command(agent, lambda: (self.dir / name).write_text(text), f"echo > {name}")
+
+    def events(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(self._root / "events.jsonl").events if e["kind"] == kind]
+
+
+def test_each_change_is_a_file_write_by_the_agent_whose_command_made_it(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"a.txt": "0"})
+    s.holders["a.txt"] = "alice"
+    s.write("alice", "a.txt", "1")
+    s.write("bob", "b.txt", "new file")
+    s.command("bob", lambda: (s.dir / "b.txt").unlink())
+    s.command("bob", lambda: (s.dir / ".locks" / "x.lock").write_text(""))  # not watched
+    s.read("alice", "a.txt")  # reads are not writes
+    writes = [
+        (e["agent"], e["path"], e["bytes"], e["locked"], e["via"]) for e in s.events("file_write")
+    ]
+    assert writes == [
+        ("alice", "a.txt", 1, True, "bash"),
+        ("bob", "b.txt", 8, False, "bash"),
+        ("bob", "b.txt", -1, False, "bash"),
+    ]
+    assert s.events("clobber") == []
+
+
+def test_a_write_over_a_change_the_writer_had_not_seen_is_a_clobber(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"c.txt": "5"})
+    a = int(s.read("alice", "c.txt"))
+    b = int(s.read("bob", "c.txt"))
+    s.write("alice", "c.txt", str(a + 1))
+    s.write("bob", "c.txt", str(b + 1))  # the same bytes, but alice's increment is lost
+    (clobber,) = s.events("clobber")
+    assert (clobber["agent"], clobber["overwrote"], clobber["path"]) == ("bob", "alice", "c.txt")
+    s.read("alice", "c.txt")
+    s.write("alice", "c.txt", "7")  # alice saw bob's version first: no clobber
+    assert len(s.events("clobber")) == 1 and s.detector.clobbers == 1
+
+
+def test_a_command_that_reads_then_writes_builds_on_what_it_read(tmp_path: Path) -> None:
+    # flock ... -c 'v=$(cat c); echo $((v+1)) > c': the read shows in the file's atime.
+    s = Shared(tmp_path, {"c.txt": "0"})
+    for agent in ["a", "b", "c", "a", "b", "c"]:
+        path = s.dir / "c.txt"
+        s.command(agent, lambda p=path: p.write_text(str(int(p.read_text()) + 1)))
+    assert (s.dir / "c.txt").read_text() == "6"
+    assert len(s.events("file_write")) == 6 and s.events("clobber") == []
+
+
+def test_an_append_loses_nothing(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"log.txt": ""})
+
+    def append(line: str) -> Callable[[], None]:
+        def do() -> None:
+            with (s.dir / "log.txt").open("a") as f:
+                f.write(line)
+
+        return do
+
+    for agent in ["a", "b", "a", "c"]:
+        s.command(agent, append(f"{agent}\n"))
+    assert len(s.events("file_write")) == 4 and s.events("clobber") == []
+    s.write("b", "log.txt", "overwritten\n")  # b last saw the file after its own append
+    assert [e["overwrote"] for e in s.events("clobber")] == ["c", "a"]  # newest first
+
+
+def test_every_unseen_version_lost_is_one_clobber(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"c.txt": "0"})
+    s.read("a", "c.txt")
+    for i, agent in enumerate(["b", "c", "b"], start=1):
+        s.read(agent, "c.txt")
+        s.write(agent, "c.txt", str(i))
+    s.write("a", "c.txt", "1")  # on the version it read: three changes lost
+    assert [e["overwrote"] for e in s.events("clobber")] == ["b", "c", "b"]
+
+
+def test_overlapping_commands_blame_the_lock_holder_then_the_command_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    s = Shared(tmp_path, {"x.txt": "0", "y.txt": "0"})
+    d = s.detector
+    d.before_command("holder", "cat x.txt")
+    d.before_command("namer", "echo 1 > y.txt")
+    s.holders["x.txt"] = "holder"
+    (s.dir / "x.txt").write_text("1")
+    (s.dir / "y.txt").write_text("1")
+    d.before_command("other", "sleep 1")
+    d.after_command("other")  # its scan finds both changes while the others still run
+    writes = {e["path"]: (e["agent"], e["also_running"]) for e in s.events("file_write")}
+    assert writes == {
+        "x.txt": ("holder", ["namer", "other"]),
+        "y.txt": ("namer", ["holder", "other"]),
+    }
+
+
+def test_the_editor_seam_knows_its_writer_and_whether_it_read(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"notes.md": "v0"})
+    d = s.detector
+    s.read("ed", "notes.md")
+    s.write("bob", "notes.md", "v1")
+    with d.editing("ed", s.dir / "notes.md"):  # str_replace: reads the current content
+        (s.dir / "notes.md").write_text("v1 edited")
+    assert s.events("clobber") == []
+    s.read("bob", "notes.md")
+    s.write("bob", "notes.md", "v2")
+    with d.editing("ed", "notes.md", read_first=False):  # create: whole new content, blind
+        (s.dir / "notes.md").write_text("fresh")
+    (clobber,) = s.events("clobber")
+    assert (clobber["agent"], clobber["overwrote"], clobber["via"]) == ("ed", "bob", "editor")
+    vias = [(e["agent"], e["via"]) for e in s.events("file_write")]
+    assert vias == [("bob", "bash"), ("ed", "editor"), ("bob", "bash"), ("ed", "editor")]
+    d.saw("ed", "notes.md")  # a view
+    d.after_write("ed", tmp_path / "elsewhere.txt")  # outside shared/: ignored
+
+
+def test_a_change_by_a_running_command_is_not_blamed_on_the_editor(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {"n.md": "0"})
+    s.detector.before_command("bob", "echo 1 > n.md")
+    (s.dir / "n.md").write_text("1")  # bob's command writes, and is still running
+    with s.detector.editing("ed", "n.md"):
+        (s.dir / "n.md").write_text("1 and more")
+    assert [(e["agent"], e["via"]) for e in s.events("file_write")] == [
+        ("bob", "bash"),
+        ("ed", "editor"),
+    ]
+
+
+def _counter_race(schedule: list[int], agents: int, one_command: bool) -> tuple[int, int, int]:
+    """Agents increment a counter in the order `schedule` gives, each step one command: a read
+    then a write (split), or both in one command. Returns (writes, final value, clobbers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        s = Shared(Path(tmp), {"c": "0"})
+        path = s.dir / "c"
+        read_value: dict[int, int] = {}
+        writes = 0
+        for step in schedule:
+            agent = step % agents
+            name = f"a{agent}"
+            if one_command:
+                s.command(name, lambda: path.write_text(str(int(path.read_text()) + 1)))
+                writes += 1
+            elif agent not in read_value:
+                read_value[agent] = int(s.read(name, "c"))
+            else:
+                s.write(name, "c", str(read_value.pop(agent) + 1))
+                writes += 1
+        final = int(path.read_text())
+        s.log.close()
+        return writes, final, s.detector.clobbers
+
+
+@settings(max_examples=60, deadline=None)
+@given(agents=st.integers(1, 5), schedule=st.lists(st.integers(0, 4), max_size=40))
+def test_clobbers_count_at_least_every_lost_increment(agents: int, schedule: list[int]) -> None:
+    writes, final, clobbers = _counter_race(schedule, agents, one_command=False)
+    assert clobbers >= writes - final >= 0
+
+
+@settings(max_examples=30, deadline=None)
+@given(agents=st.integers(1, 5), schedule=st.lists(st.integers(0, 4), max_size=30))
+def test_atomic_read_modify_writes_are_never_clobbers(agents: int, schedule: list[int]) -> None:
+    writes, final, clobbers = _counter_race(schedule, agents, one_command=True)
+    assert (final, clobbers) == (writes, 0)
+
+
+def test_a_lost_increment_race_by_hand_gives_exact_figures() -> None:
+    # a and b read 0; a writes 1; c reads 1, writes 2; b writes 1: c's and a's work is lost.
+    schedule = [0, 1, 0, 2, 2, 1]
+    assert _counter_race(schedule, 3, one_command=False) == (3, 1, 2)
