@@ -101,6 +101,8 @@ class Agent:
                     ),
                     self.name,
                 )
+                if self.ctx.sandbox is not None:
+                    self.ctx.sandbox.begin(self.ctx)
                 reason = await self._loop()
         except AuthError:
             reason, message = "error", "the API rejected the key"
@@ -113,6 +115,8 @@ class Agent:
                 reason = self.stop_reason()
             with trio.CancelScope(shield=True):
                 self.ctx.locks.release_all(self.name)
+                if self.ctx.sandbox is not None:  # the shell is closed: kill what it left
+                    await self.ctx.sandbox.end(self.ctx)
                 await self.model.aclose()
             self.state.status = "ended"
             self.state.end_reason = reason

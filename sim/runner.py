@@ -24,6 +24,7 @@ import trio
 from sim.agent import Agent
 from sim.errors import RunError, SimError
 from sim.events import Error, EventLog, RunEnd, RunStart, Setup
+from sim.isolation import Sandbox
 from sim.locks import LockManager
 from sim.models import make_model
 from sim.models.base import Model
@@ -101,6 +102,7 @@ class Run:
         )
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
+        self.sandbox = Sandbox(scenario, self.workspace, self.agent_configs)
         self._meta = {
             "run_id": self.run_dir.name,
             "scenario": scenario.name,
@@ -142,6 +144,8 @@ class Run:
         except KeyboardInterrupt:
             status, reason = "interrupted", "Ctrl-C"
         finally:
+            with trio.CancelScope(shield=True):
+                await self.sandbox.close()  # users and cgroups go, even after a failure
             duration = trio.current_time() - start
             events.emit(RunEnd(status=status, reason=reason, duration=round(duration, 6)))
             events.close()
@@ -157,6 +161,7 @@ class Run:
         harness_env = agent_env(self.env, ws, "harness")
         for command in scenario.workspace.setup:
             await self._setup(events, command, harness_env)
+        await self.sandbox.prepare()
         models = {cfg.name: self._model_factory(cfg) for cfg in self.agent_configs}
         locks = LockManager(ws, events)
         scheduler = Scheduler(
@@ -214,13 +219,21 @@ class Run:
         scheduler: Scheduler,
     ) -> Agent:
         ws, limits = self.workspace, self.scenario.limits
+        sandbox = self.sandbox.agents[cfg.name]
         shell = self._shell_factory(
             ws.agent_dir(cfg.name),
             agent_env(self.env, ws, cfg.name),
             max_output_bytes=limits.max_output_bytes,
+            **sandbox.shell_kwargs(),
         )
         ctx = ToolContext(
-            agent=cfg.name, workspace=ws, shell=shell, locks=locks, events=events, limits=limits
+            agent=cfg.name,
+            workspace=ws,
+            shell=shell,
+            locks=locks,
+            events=events,
+            limits=limits,
+            sandbox=sandbox,
         )
         return Agent(
             name=cfg.name,

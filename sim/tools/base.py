@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from sim.events import EventLog
+    from sim.isolation import AgentSandbox
     from sim.locks import LockManager
     from sim.scenario import Limits
     from sim.shell import Shell
@@ -29,6 +30,7 @@ class ToolContext:
     events: EventLog
     limits: Limits
     turn: int = 0
+    sandbox: AgentSandbox | None = None  # command policy and resource limits (sim.isolation)
 
 
 @dataclass(frozen=True)

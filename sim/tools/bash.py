@@ -37,6 +37,8 @@ class BashTool:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("bash needs `command`, a non-empty string (or `restart: true`)")
+        if ctx.sandbox is not None:
+            ctx.sandbox.admit(ctx, command)  # PolicyError: the command does not run
         timeout = ctx.limits.command_timeout
         result = await ctx.shell.run(command, timeout=timeout)
         ctx.events.emit(
@@ -54,6 +56,8 @@ class BashTool:
             ),
             ctx.agent,
         )
+        if ctx.sandbox is not None:
+            ctx.sandbox.after_command(ctx, result)
         if result.restarted:
             ctx.events.emit(
                 ShellRestart(reason="died", cwd=str(ctx.shell.cwd), shell_pid=ctx.shell.pid),
