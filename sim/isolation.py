@@ -77,25 +77,42 @@ class ChildSetup:
 
 def _own_network() -> None:
     """A new network namespace with only `lo`, brought up with the SIOCSIFFLAGS ioctl (no
-    `ip` binary needed in the image)."""
+    `ip` binary needed in the image). Raises OSError naming the step that failed."""
     if _libc.unshare(_CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifreq = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, flags, padding to 40
-        flags = struct.unpack("16sh22x", fcntl.ioctl(s, _SIOCGIFFLAGS, ifreq))[1]
-        fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+        err = ctypes.get_errno()
+        raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)} (needs CAP_SYS_ADMIN)")
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            ifreq = struct.pack("16sh22x", b"lo", 0)  # struct ifreq: name, flags, padding
+            flags = struct.unpack("16sh22x", fcntl.ioctl(s, _SIOCGIFFLAGS, ifreq))[1]
+            fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sh22x", b"lo", flags | _IFF_UP))
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"bringing up loopback: {exc.strerror} (needs CAP_NET_ADMIN)"
+        ) from None
 
 
-def _can_unshare_network() -> str | None:
-    """None if this process may make network namespaces, else why not. Tried in a forked
-    child that only calls unshare and exits (no exec: the interpreter may not be executable
-    by every user, and the child is gone in about a millisecond, so waiting blocks no one)."""
+def _can_make_network() -> str | None:
+    """None if this process can give an agent its own network, else why not. Tried for real
+    in a forked child (no exec: the interpreter may not be executable by every user; the
+    child is gone in about a millisecond, so the wait blocks no one)."""
+    read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os._exit(0 if _libc.unshare(_CLONE_NEWNET) == 0 else (ctypes.get_errno() or 1))
+        code = 0
+        try:
+            _own_network()
+        except OSError as exc:
+            os.write(write_end, str(exc.strerror or exc).encode())
+            code = 1
+        os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        said = f.read().decode(errors="replace")
     _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    return None if code == 0 else os.strerror(code) if code > 0 else f"signal {-code}"
+    if os.waitstatus_to_exitcode(status) == 0:
+        return None
+    return said or f"the probe ended with status {status}"
 
 
 @dataclass
@@ -188,12 +205,12 @@ class Sandbox:
             check_privilege()
             check_reachable(self.workspace.run_dir)
         offline = [c.name for c in configs if not c.spec.network]
-        if offline and (why := _can_unshare_network()) is not None:
+        if offline and (why := _can_make_network()) is not None:
             raise IsolationError(
                 f"network: false (agents {', '.join(offline)}) needs a network namespace per "
                 f"agent, and this harness cannot make one ({why}). Run it as root, or in a "
-                "container with --cap-add SYS_ADMIN (see the README's security section), "
-                "or remove network: false"
+                "container with --cap-add SYS_ADMIN --cap-add NET_ADMIN (see the README's "
+                "security section), or remove network: false"
             )
         resources = {c.name: scenario.resources_for(c.spec) for c in configs}
         if any(r.memory_mb is not None or r.pids is not None for r in resources.values()):

@@ -35,7 +35,10 @@ def _slug(text: str) -> str:
 
 
 def new_run_dir(runs_dir: Path, scenario_name: str) -> Path:
-    """Create and return a fresh `runs_dir/<run-id>/`. Raises RunError if it cannot."""
+    """Create and return a fresh `runs_dir/<run-id>/`, as an absolute path (agents get paths
+    such as $SIM_SHARED from it, and their shells do not start where the harness did).
+    Raises RunError if it cannot."""
+    runs_dir = runs_dir.absolute()
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim.errors import PathError
-from sim.workspace import Owner, Workspace
+from sim.workspace import Owner, Workspace, new_run_dir
 
 
 @pytest.fixture
@@ -194,3 +194,12 @@ def test_files_made_for_an_agent_under_users_isolation_belong_to_it(ws: Workspac
     # An existing file keeps its owner: the harness only writes into it.
     os.close(ws.open_confined("a", "notes.txt", os.O_WRONLY | os.O_CREAT))
     assert (ws.agent_dir("a") / "notes.txt").stat().st_uid == os.getuid()
+
+
+def test_run_directory_is_absolute_from_a_relative_runs_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run_dir = new_run_dir(Path("runs"), "x")
+    assert run_dir.is_absolute() and run_dir.parent == tmp_path / "runs"
+    assert Workspace(run_dir).shared.is_absolute()

@@ -10,7 +10,7 @@
 set -euo pipefail
 out=$1
 suite=bookworm
-packages=python3,python3-venv,python3-pip,bash,util-linux,passwd,procps,tini,ca-certificates
+packages=python3,python3-venv,ca-certificates
 # The mirror apt uses on this machine; the public one otherwise.
 mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
 mirror=${mirror:-http://deb.debian.org/debian}
