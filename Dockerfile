@@ -23,14 +23,16 @@ ENV VIRTUAL_ENV=/opt/sim \
     PYTHONUNBUFFERED=1
 RUN python3 -m venv /opt/sim
 
-# Dependencies first, from pyproject.toml alone, so editing the code does not reinstall them.
+# Dependencies first, from pyproject.toml alone (with stand-ins for the rest), so editing
+# the code or the README does not reinstall them.
 WORKDIR /src
-COPY pyproject.toml README.md ./
-RUN mkdir sim analysis && touch sim/__init__.py analysis/__init__.py \
+COPY pyproject.toml ./
+RUN mkdir sim analysis && touch README.md sim/__init__.py analysis/__init__.py \
     && pip install --no-cache-dir . \
     && pip uninstall --yes sim \
-    && rm -rf sim analysis build ./*.egg-info
+    && rm -rf sim analysis README.md build ./*.egg-info
 
+COPY README.md ./
 COPY sim ./sim
 COPY analysis ./analysis
 RUN pip install --no-cache-dir --no-deps . && rm -rf build ./*.egg-info

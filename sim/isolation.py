@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import pwd
 import secrets
 import socket
 import struct
@@ -31,7 +32,7 @@ from sim.errors import IsolationError
 from sim.events import ResourceLimit, SandboxEnd, SandboxReport
 from sim.limits import SIGNALLED, apply_rlimits, rlimits_for
 from sim.policy import CommandPolicy
-from sim.scenario import AgentConfig, Scenario
+from sim.scenario import AgentConfig, Resources, Scenario
 from sim.users import AgentUser, Users, check_privilege, check_reachable, kill_user
 from sim.workspace import Owner, Workspace
 
@@ -126,7 +127,7 @@ class AgentSandbox:
     report: SandboxReport
     cgroup: AgentCgroup | None = None
     user: AgentUser | None = None
-    _seen: dict[str, int] = field(default_factory=dict)
+    _seen: dict[str, int] = field(default_factory=dict, init=False)  # counters reported
 
     def shell_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"preexec_fn": self.setup}
@@ -148,7 +149,8 @@ class AgentSandbox:
             return
         if (limit := SIGNALLED.get(result.exit_code or 0)) is not None:
             value = self.report.limits.get(limit)
-            detail = f"a process was killed by the kernel at {limit}={value}"
+            signame = "SIGXCPU" if limit == "cpu_seconds" else "SIGXFSZ"
+            detail = f"exit code {result.exit_code} (128 + {signame}): {limit}={value} was hit"
             event = ResourceLimit(limit=limit, count=1, turn=ctx.turn, detail=detail)
             ctx.events.emit(event, ctx.agent)
         self._counters(ctx, ctx.turn)
@@ -226,16 +228,22 @@ class Sandbox:
         for cfg in configs:
             self.agents[cfg.name] = self._agent(cfg, resources[cfg.name])
 
-    def _agent(self, cfg: AgentConfig, res: Any) -> AgentSandbox:
+    def _agent(self, cfg: AgentConfig, res: Resources) -> AgentSandbox:
         pairs, limits = rlimits_for(res)
         unavailable = []
         cgroup = None
+        failed = ""
         if self.cgroups is not None and (res.memory_mb is not None or res.pids is not None):
-            cgroup = self.cgroups.for_agent(cfg.name, res.memory_mb, res.pids)
-            limits.update(cgroup.limits)
+            try:
+                cgroup = self.cgroups.for_agent(cfg.name, res.memory_mb, res.pids)
+                limits.update(cgroup.limits)
+            except OSError as exc:  # the run's cgroup was made, the agent's could not be
+                failed = f"cannot make the agent's cgroup: {exc}"
         for key, controller in (("memory_mb", "memory"), ("pids", "pids")):
             if getattr(res, key) is not None and (cgroup is None or key not in cgroup.limits):
-                why = (self.cgroups.unavailable if self.cgroups else {}).get(controller, "")
+                why = failed or (self.cgroups.unavailable if self.cgroups else {}).get(
+                    controller, ""
+                )
                 unavailable.append(f"{key}: no cgroup for it here ({why})")
         user = self.users.users[cfg.name] if self.users is not None else None
         if user is None and os.geteuid() == 0:
@@ -255,7 +263,7 @@ class Sandbox:
             rlimits=tuple(pairs),
             uid=user.uid if user else None,
             gid=user.gid if user else None,
-            groups=(self.users.gid,) if user and self.users and self.users.gid else (),
+            groups=(self.users.gid,) if user and self.users and self.users.gid is not None else (),
         )
         report = SandboxReport(
             isolation=self.scenario.isolation,
@@ -281,8 +289,6 @@ class Sandbox:
 
 
 def _user_name(uid: int) -> str:
-    import pwd
-
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:

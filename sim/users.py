@@ -145,7 +145,10 @@ class Users:
         _chown_tree(workspace.shared, os.getuid(), self.gid, shared=True)
 
     async def remove(self, workspace: Workspace) -> None:
-        """Hand the workspace back to the harness's user, then delete users and group."""
+        """Kill whatever the users still run, hand the workspace back to the harness's
+        user, then delete the users and the group."""
+        for user in self.users.values():
+            await kill_user(user.uid, user.gid)
         if self.users:
             for agent in self.users:
                 with contextlib.suppress(OSError):
@@ -153,7 +156,6 @@ class Users:
             with contextlib.suppress(OSError):
                 _chown_tree(workspace.shared, os.getuid(), os.getgid(), None)
         for user in list(self.users.values()):
-            await kill_user(user.uid, user.gid)
             with contextlib.suppress(IsolationError):
                 await _tool("userdel", user.user)
         self.users.clear()
