@@ -217,8 +217,9 @@ class Workspace:
         ):
             try:
                 st = os.lstat(path)
-            except OSError as exc:
-                raise PathError(f"{what} {path} is missing ({exc.strerror})") from exc
+            except FileNotFoundError:  # not made yet: nothing in it can lead elsewhere
+                out.append(path)
+                continue
             if not stat.S_ISDIR(st.st_mode):
                 raise PathError(
                     f"{what} {path} is no longer a directory (replaced by a symlink or a file?); "

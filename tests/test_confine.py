@@ -203,3 +203,10 @@ def test_run_directory_is_absolute_from_a_relative_runs_dir(
     run_dir = new_run_dir(Path("runs"), "x")
     assert run_dir.is_absolute() and run_dir.parent == tmp_path / "runs"
     assert Workspace(run_dir).shared.is_absolute()
+
+
+def test_confine_works_before_the_directories_exist(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path / "run")
+    assert ws.confine("a", "x.txt") == (tmp_path / "run/workspace/agents/a/x.txt").resolve()
+    with pytest.raises(PathError, match="outside your directory"):
+        ws.confine("a", "../../../../x.txt")
