@@ -92,12 +92,19 @@ def _has_cap(bit: int) -> bool:
 
 
 async def _tool(*argv: str) -> None:
-    result = await trio.run_process(
-        list(argv), check=False, capture_stdout=True, stderr=subprocess.STDOUT
-    )
-    if result.returncode != 0:
+    """Run useradd and friends. They refuse, rather than wait, while another one holds the
+    lock on /etc/passwd (two runs starting at once): retry for a few seconds then."""
+    for attempt in range(50):
+        result = await trio.run_process(
+            list(argv), check=False, capture_stdout=True, stderr=subprocess.STDOUT
+        )
         said = result.stdout.decode(errors="replace").strip()
-        raise IsolationError(f"{' '.join(argv)} failed (exit {result.returncode}): {said}")
+        if result.returncode == 0:
+            return
+        if "cannot lock" not in said or attempt == 49:
+            break
+        await trio.sleep(0.1)
+    raise IsolationError(f"{' '.join(argv)} failed (exit {result.returncode}): {said}")
 
 
 class Users:

@@ -79,9 +79,10 @@ def test_fork_bomb_is_held_by_the_agents_pids_cgroup(runs_dir: Path) -> None:
         resources={"pids": 48, "memory_mb": None},
     )
     result, events = run_scenario(runs_dir, data)
-    assert result.status == "completed"
-    assert "Resource temporarily unavailable" in "".join(outputs(events, "a"))
-    assert 10 <= int(outputs(events, "a")[2]) <= 48  # it ran wild in its cgroup, no further
+    out = outputs(events, "a")
+    assert result.status == "completed", result.reason
+    assert "Resource temporarily unavailable" in "".join(out), out
+    assert 10 <= int(out[2]) <= 48, out  # it ran wild in its cgroup, no further
     hits = of(events, "resource_limit", "a")
     assert hits and hits[0]["limit"] == "pids" and hits[0]["count"] >= 1
     assert "pids=48" in hits[0]["detail"]
@@ -100,10 +101,11 @@ def test_fork_bomb_is_held_by_nproc_under_users_isolation(runs_dir: Path) -> Non
         resources={**NO_CGROUP, "processes": 40},
     )
     result, events = run_scenario(runs_dir, data)
-    assert result.status == "completed"
-    assert "Resource temporarily unavailable" in "".join(outputs(events, "a"))
-    assert 10 <= int(outputs(events, "a")[2]) <= 40  # it ran wild in its quota, no further
-    assert int(outputs(events, "b")[1]) > 5  # the other agent, another user, still forks
+    out = outputs(events, "a")
+    assert result.status == "completed", result.reason
+    assert "Resource temporarily unavailable" in "".join(out), out
+    assert 10 <= int(out[2]) <= 40, out  # it ran wild in its quota, no further
+    assert int(outputs(events, "b")[1]) > 5, outputs(events, "b")  # another user still forks
     assert processes_with(str(result.run_dir).encode()) == []
 
 
