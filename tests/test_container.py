@@ -77,6 +77,8 @@ def _base_image() -> str:
         if os.geteuid() != 0 or shutil.which("debootstrap") is None:
             pytest.skip("the base image is not cached, and making it needs root and debootstrap")
         cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob("base-*.tar"):  # an older recipe's: ~200 MB each
+            stale.unlink()
         subprocess.run(["bash", str(RECIPE), str(tarball)], check=True, timeout=900)
     _podman("import", str(tarball), image)
     return image
@@ -89,11 +91,19 @@ def image() -> Iterator[str]:
     base = _base_image()
     volumes = ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"] if CA_BUNDLE.exists() else []
     runtime = ["--runtime", "runc"] if shutil.which("runc") else []
+    before = _image_id(IMAGE)
     _podman(
         "build", *runtime, *volumes, "--build-arg", f"BASE_IMAGE={base}", "-t", IMAGE, str(ROOT),
         timeout=900,
     )  # fmt: skip
+    if before and before != _image_id(IMAGE):  # the last build's image, now untagged
+        _podman("rmi", before, check=False)
     yield IMAGE
+
+
+def _image_id(name: str) -> str:
+    found = _podman("image", "inspect", "--format", "{{.Id}}", name, check=False)
+    return found.stdout.strip() if found.returncode == 0 else ""
 
 
 def _sim(image: str, runs: Path, *args: str, podman: tuple[str, ...] = ()) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,9 +196,12 @@ def _run_as_nobody(data: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
 
         return trio.run(main)
 
-    code = as_nobody(child)
-    (run_dir,) = runs.iterdir()
-    return code, read_events(run_dir / "events.jsonl").events
+    try:
+        code = as_nobody(child)
+        (run_dir,) = runs.iterdir()
+        return code, read_events(run_dir / "events.jsonl").events
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
 
 
 @needs_root  # to become nobody
