@@ -17,6 +17,7 @@ last step gives up):
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -277,15 +278,18 @@ class Sandbox:
         return AgentSandbox(cfg.name, policy, setup, report, cgroup, user)
 
     async def close(self) -> None:
-        """Remove the users (handing their files back) and the run's cgroups."""
-        if self.users is not None:
-            await self.users.remove(self.workspace)
-        if self.cgroups is not None:
-            for agent in self.agents.values():
-                if agent.cgroup is not None:
-                    await agent.cgroup.kill_all()
-                    await agent.cgroup.remove()
-            await self.cgroups.remove()
+        """Remove the users (handing their files back) and the run's cgroups. Never raises:
+        it runs while the run ends, and the log must still get its `run_end`."""
+        with contextlib.suppress(OSError):
+            if self.users is not None:
+                await self.users.remove(self.workspace)
+        with contextlib.suppress(OSError):
+            if self.cgroups is not None:
+                for agent in self.agents.values():
+                    if agent.cgroup is not None:
+                        await agent.cgroup.kill_all()
+                        await agent.cgroup.remove()
+                await self.cgroups.remove()
 
 
 def _user_name(uid: int) -> str:
