@@ -121,6 +121,8 @@ class Agent:
                     ),
                     self.name,
                 )
+                if self.ctx.sandbox is not None:
+                    self.ctx.sandbox.begin(self.ctx)
                 if self.state.turn:
                     await self._catch_up_model()
                 reason = await self._loop()
@@ -137,6 +139,8 @@ class Agent:
                 reason = self.stop_reason()
             with trio.CancelScope(shield=True):
                 self.ctx.locks.release_all(self.name)
+                if self.ctx.sandbox is not None:  # the shell is closed: kill what it left
+                    await self.ctx.sandbox.end(self.ctx)
                 await self.model.aclose()
             self.state.status = "ended"
             self.state.end_reason = reason

@@ -5,10 +5,12 @@
     ├── ShellError           a shell could not be started or used
     ├── ToolError            a tool call failed; goes back to the model as an is_error result
     │   ├── PathError        a path escapes the agent's directory and shared/
+    │   ├── PolicyError      the command policy refused a command
     │   └── LockError        a lock could not be taken or released
     ├── ModelError           a model could not answer; ends that agent with reason `error`
     │   └── AuthError        the API rejected the key; ends the whole run
     └── RunError             a run could not be set up or finished
+        └── IsolationError   isolation asked for cannot be had here (privilege, tools)
 
 Every message names the object, the bad value and what would be right.
 """
@@ -36,6 +38,10 @@ class PathError(ToolError):
     """A path lies outside the places an agent may touch."""
 
 
+class PolicyError(ToolError):
+    """The scenario's command policy refused a command; it did not run."""
+
+
 class LockError(ToolError):
     """A lock could not be taken (timeout, deadlock) or released (not held)."""
 
@@ -50,3 +56,7 @@ class AuthError(ModelError):
 
 class RunError(SimError):
     """A run could not be set up, or its run directory is unusable."""
+
+
+class IsolationError(RunError):
+    """`isolation: users` or `network: false` cannot be had here: says what is missing."""

@@ -237,6 +237,38 @@ class Setup(Payload):
     exit_code: int | None
 
 
+class CommandDenied(Payload):
+    kind: Literal["command_denied"] = "command_denied"  # the command policy refused it
+    turn: int
+    command: str
+    rule: str  # its scenario key: commands.deny[0], agents[1].commands.allow, ...
+    pattern: str = ""  # the deny pattern that matched; "" when no allow pattern did
+
+
+class SandboxReport(Payload):
+    kind: Literal["sandbox"] = "sandbox"  # what confines this agent, after agent_start
+    isolation: str  # none | users
+    user: str  # the Unix user its shell runs as
+    uid: int
+    network: bool  # false: its own network namespace, loopback only
+    limits: dict[str, Any]  # in force: name -> value in the scenario's units, None = none
+    unavailable: list[str]  # limits asked for that this machine cannot enforce, and why
+
+
+class ResourceLimit(Payload):
+    kind: Literal["resource_limit"] = "resource_limit"  # a limit bit
+    limit: str  # memory | pids | cpu_seconds | file_size_mb
+    count: int  # how many times since the last report: OOM kills, refused forks, signals
+    turn: int  # 0: noticed when the agent ended
+    detail: str = ""
+
+
+class SandboxEnd(Payload):
+    kind: Literal["sandbox_end"] = "sandbox_end"  # after the shell closed, before agent_end
+    killed: int  # processes of the agent still alive (setsid, nohup), killed now
+    peak_memory_mb: float | None = None  # the agent's whole tree, where a cgroup measured it
+
+
 # ---------------------------------------------------------------------------------------------
 # Writing
 

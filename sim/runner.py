@@ -37,6 +37,7 @@ from sim.events import (
     ShellRestart,
     parse_payload,
 )
+from sim.isolation import Sandbox
 from sim.locks import LockManager
 from sim.mailbox import Mailbox
 from sim.models import check_ready, make_model, open_client
@@ -150,6 +151,7 @@ class Run:
         self._on_start = on_start
         self._shell_factory = shell_factory  # tests pass a fake, to run logic on a MockClock
         self._round_orders = round_orders  # a replay follows the recorded turn order
+        self.sandbox = Sandbox(scenario, self.workspace, self.agent_configs)
         self._meta: dict[str, Any] = {
             "run_id": self.run_dir.name,
             "scenario": scenario.name,
@@ -213,6 +215,8 @@ class Run:
         except KeyboardInterrupt:
             status, reason = "interrupted", "Ctrl-C"
         finally:
+            with trio.CancelScope(shield=True):
+                await self.sandbox.close()  # users and cgroups go, even after a failure
             duration = trio.current_time() - start
             events.emit(
                 RunEnd(
@@ -253,6 +257,7 @@ class Run:
                 ws.seed(ws.agent_dir(name), scenario.workspace.agents)
             for command in scenario.workspace.setup:
                 await self._setup(events, command, harness_env)
+        await self.sandbox.prepare()
         configs = [c for c in self.agent_configs if not (plan and plan.agents[c.name].ended)]
         models = {cfg.name: self._model_factory(cfg) for cfg in configs}
         mailbox = Mailbox(self.run_dir / "mailboxes", self.names, events)
@@ -332,10 +337,12 @@ class Run:
         cwd = ws.agent_dir(cfg.name)
         if resumed and resumed.cwd and Path(resumed.cwd).is_dir():
             cwd = Path(resumed.cwd)  # the shell restarts where the agent left it
+        sandbox = self.sandbox.agents[cfg.name]
         shell = self._shell_factory(
             cwd,
             agent_env(self.env, ws, cfg.name),
             max_output_bytes=limits.max_output_bytes,
+            **sandbox.shell_kwargs(),
         )
         ctx = ToolContext(
             agent=cfg.name,
@@ -344,6 +351,7 @@ class Run:
             locks=locks,
             events=events,
             limits=limits,
+            sandbox=sandbox,
         )
         return Agent(
             name=cfg.name,

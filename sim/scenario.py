@@ -107,6 +107,41 @@ class Workspace(_Strict):
         return files
 
 
+class Resources(_Strict):
+    """Limits for each agent; null lifts one. rlimits bind each process of the agent,
+    `memory_mb` and `pids` the agent's whole process tree (a cgroup, where the machine has
+    one). A per-agent `resources` overrides only the keys it names."""
+
+    cpu_seconds: int | None = Field(3600, gt=0, description="CPU seconds per process")
+    address_space_mb: int | None = Field(8192, gt=0, description="virtual memory per process")
+    processes: int | None = Field(1024, gt=0, description="processes of the agent's Unix user")
+    file_size_mb: int | None = Field(1024, gt=0, description="largest file a process may write")
+    open_files: int | None = Field(1024, ge=32, description="open files per process")
+    memory_mb: int | None = Field(2048, gt=0, description="memory of the agent's whole tree")
+    pids: int | None = Field(512, gt=0, description="processes of the agent's whole tree")
+
+
+class Commands(_Strict):
+    """Which bash commands may run: none that matches a `deny` regex, and, when `allow` is
+    given, only those that match one of its regexes (Python `re.search` on the command)."""
+
+    deny: list[str] = Field(default_factory=list, description="regexes a command must not match")
+    allow: list[str] | None = Field(None, description="if set, a command must match one")
+
+    @field_validator("deny", "allow")
+    @classmethod
+    def _compiles(cls, patterns: list[str] | None) -> list[str] | None:
+        for i, pattern in enumerate(patterns or []):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"pattern {i} {pattern!r} is not a valid regular expression ({exc}); "
+                    "escape special characters such as ( [ * + ? with a backslash"
+                ) from None
+        return patterns
+
+
 class AgentSpec(_Strict):
     name: str = Field(description="lowercase letters, digits, '_'; replicas become name-1..name-N")
     replicas: int = Field(1, ge=1, le=1024)
@@ -123,6 +158,9 @@ class AgentSpec(_Strict):
     policy: str | None = Field(
         None, description="scripted model: a Python policy as package.module:function"
     )
+    network: bool = Field(True, description="false: a network namespace with loopback only")
+    resources: Resources | None = Field(None, description="overrides of the scenario's limits")
+    commands: Commands | None = Field(None, description="more deny rules, or its own allow list")
 
     @field_validator("name")
     @classmethod
@@ -207,6 +245,19 @@ class Scenario(_Strict):
         if url is not None and not re.match(r"^https?://[^/\s]+", url):
             raise ValueError("base_url must be an http(s) URL such as http://127.0.0.1:8080")
         return url
+
+    isolation: Literal["none", "users"] = Field(
+        "none", description="users: a Unix user per agent (needs root); none: the harness's user"
+    )
+    resources: Resources = Field(default_factory=Resources)  # type: ignore[arg-type]
+    commands: Commands = Field(default_factory=Commands)  # type: ignore[arg-type]  # all fields default
+
+    def resources_for(self, spec: AgentSpec) -> Resources:
+        """The scenario's limits with the agent's overrides (only the keys it set) applied."""
+        if spec.resources is None:
+            return self.resources
+        given = {k: getattr(spec.resources, k) for k in spec.resources.model_fields_set}
+        return self.resources.model_copy(update=given)
 
     @model_validator(mode="after")
     def _unique_agent_names(self) -> Scenario:

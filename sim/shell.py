@@ -185,6 +185,7 @@ class Shell:
         max_output_bytes: int = 1_000_000,
         preexec_fn: Callable[[], None] | None = None,
         argv_prefix: Sequence[str] = (),
+        command_file_gid: int | None = None,
     ) -> None:
         self.cwd = Path(cwd)
         self._home = self.cwd  # where a restart goes when the last cwd was deleted
@@ -205,6 +206,9 @@ class Shell:
         self._pending = bytearray()  # bytes read after the last marker: late output
         self._busy = False
         self._tmpdir: str | None = None
+        # When bash runs as another user (preexec_fn switches), the directory of the files long
+        # commands go through is given to this group, read-only: bash reads, cannot swap.
+        self._command_file_gid = command_file_gid
 
     @property
     def pid(self) -> int | None:
@@ -381,6 +385,12 @@ class Shell:
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="sim-shell-")  # mode 0700
         path = os.path.join(self._tmpdir, "cmd")
+        if self._command_file_gid is not None and not os.path.exists(path):
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            os.chmod(path, 0o640)  # whatever the harness's umask; rewrites keep the mode
+            for p in (path, self._tmpdir):
+                os.chown(p, -1, self._command_file_gid)
+            os.chmod(self._tmpdir, 0o750)
         with open(path, "wb") as f:
             f.write(data)
         return b"builtin . " + shlex.quote(path).encode() + b"\n"

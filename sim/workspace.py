@@ -15,9 +15,12 @@ by a suffix.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+import stat
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,10 @@ def _slug(text: str) -> str:
 
 
 def new_run_dir(runs_dir: Path, scenario_name: str) -> Path:
-    """Create and return a fresh `runs_dir/<run-id>/`. Raises RunError if it cannot."""
+    """Create and return a fresh `runs_dir/<run-id>/`, as an absolute path (agents get paths
+    such as $SIM_SHARED from it, and their shells do not start where the harness did).
+    Raises RunError if it cannot."""
+    runs_dir = runs_dir.absolute()
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -49,6 +55,16 @@ def new_run_dir(runs_dir: Path, scenario_name: str) -> Path:
     raise RunError(f"{runs_dir}: could not find a free run id near {base}")
 
 
+@dataclass(frozen=True)
+class Owner:
+    """Who files made for an agent belong to (`isolation: users`): its uid, its group in its
+    own directory, the run's group in shared/."""
+
+    uid: int
+    gid: int
+    shared_gid: int
+
+
 class Workspace:
     """Paths of one run directory, and path confinement for agents."""
 
@@ -61,6 +77,7 @@ class Workspace:
         self.events_path = run_dir / "events.jsonl"
         self.meta_path = run_dir / "meta.json"
         self.scenario_path = run_dir / "scenario.yaml"
+        self.owners: dict[str, Owner] = {}  # set by sim.isolation under `isolation: users`
 
     def create(self, agent_names: list[str]) -> None:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -90,20 +107,126 @@ class Workspace:
         return meta
 
     def confine(self, agent: str, path: str, cwd: Path | None = None) -> Path:
-        """Resolve `path` (absolute, or relative to `cwd`, default the agent's directory) and
-        return it if it lies inside the agent's own directory or shared/; raise PathError
-        otherwise. Symlinks are resolved first, so a link pointing outside is an escape."""
-        own = self.agent_dir(agent).resolve()
-        shared = self.shared.resolve()
-        base = cwd if cwd is not None else own
-        resolved = (base / path).resolve()
+        """Resolve `path` as the agent means it and return it if it lies inside the agent's
+        own directory or shared/; raise PathError otherwise.
+
+        `path` is absolute, or relative to `cwd` (the agent's shell cwd; default its own
+        directory). Every symlink is resolved before the check, so `..`, a link to outside,
+        a linked parent directory, `/proc/self/root/...` and the like are escapes wherever
+        they lead outside; so is a path into another agent's directory. The two allowed
+        directories must themselves be real directories: an agent that swaps its own
+        directory for a symlink gains nothing.
+
+        The answer holds when given: a process of the agent may swap a directory for a
+        symlink a moment later. To act on the file, use `open_confined`, which re-checks
+        every component as it opens them."""
+        own, shared = self._allowed(agent)
+        if "\0" in path:
+            raise PathError(f"{path!r} contains a NUL byte, which no file name can hold")
+        base = Path(cwd) if cwd is not None else own
+        try:
+            resolved = Path(os.path.realpath(base / path))
+        except (OSError, ValueError) as exc:
+            raise PathError(f"{path!r} cannot be resolved ({exc})") from exc
         for allowed in (own, shared):
             if resolved == allowed or resolved.is_relative_to(allowed):
                 return resolved
-        raise PathError(
-            f"{path!r} resolves to {resolved}, outside your directory ({own}) and the shared "
-            f"directory ({shared}); use a path inside one of those"
-        )
+        where = f"outside your directory ({own}) and the shared directory ({shared})"
+        agents = self.agents_root.resolve()
+        if resolved.is_relative_to(agents) and resolved != agents:
+            other = resolved.relative_to(agents).parts[0]
+            where = f"in agent {other}'s directory, {where}"
+        raise PathError(f"{path!r} resolves to {resolved}, {where}; use a path inside one of those")
+
+    def open_confined(
+        self,
+        agent: str,
+        path: str,
+        flags: int = os.O_RDONLY,
+        mode: int = 0o666,
+        cwd: Path | None = None,
+        *,
+        parents: bool = False,
+    ) -> int:
+        """`confine`, then open the file and return its descriptor, without a race: from the
+        allowed directory down, each component is opened with O_NOFOLLOW, so a symlink put in
+        after the check fails the open (PathError) instead of leading out. `parents=True`
+        makes missing directories. Files and directories made here belong to the agent under
+        `isolation: users` (see `owners`). Other OSErrors (no such file...) propagate."""
+        resolved = self.confine(agent, path, cwd)
+        own, shared = self._allowed(agent)
+        top = own if resolved.is_relative_to(own) else shared
+        parts = resolved.relative_to(top).parts
+        owner = self.owners.get(agent)
+        gid = (owner.gid if top == own else owner.shared_gid) if owner else -1
+        dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = self._open_step(str(top), dir_flags, 0, None, path)
+        try:
+            for part in parts[:-1]:
+                try:
+                    step = self._open_step(part, dir_flags, 0, fd, path)
+                except FileNotFoundError:
+                    if not parents:
+                        raise
+                    os.mkdir(part, 0o777, dir_fd=fd)
+                    if owner is not None:
+                        os.chown(part, owner.uid, gid, dir_fd=fd, follow_symlinks=False)
+                        os.chmod(part, 0o2770 if top == shared else 0o700, dir_fd=fd)
+                    step = self._open_step(part, dir_flags, 0, fd, path)
+                os.close(fd)
+                fd = step
+            if not parts:
+                return self._open_step(".", flags, mode, fd, path)
+            flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+            if flags & os.O_CREAT and not flags & os.O_EXCL:
+                try:  # make it, so that we know to hand it to the agent
+                    created = self._open_step(parts[-1], flags | os.O_EXCL, mode, fd, path)
+                except FileExistsError:
+                    return self._open_step(parts[-1], flags & ~os.O_CREAT, mode, fd, path)
+            else:
+                created = self._open_step(parts[-1], flags, mode, fd, path)
+                if not flags & os.O_CREAT:
+                    return created
+            if owner is not None:
+                os.fchown(created, owner.uid, gid)
+                os.fchmod(created, mode & 0o770)  # as the agent's umask 007 would
+            return created
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _open_step(name: str, flags: int, mode: int, dir_fd: int | None, path: str) -> int:
+        try:
+            return os.open(name, flags, mode, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and flags & os.O_NOFOLLOW:
+                raise PathError(
+                    f"{path!r}: {name!r} is not a plain directory or file any more (a symlink "
+                    "or a file put in its place?); nothing was opened"
+                ) from exc
+            raise
+
+    def _allowed(self, agent: str) -> tuple[Path, Path]:
+        """The agent's own directory and shared/, resolved, each checked to be a real
+        directory (not a symlink to somewhere else)."""
+        root = self.root.resolve()
+        out = []
+        for path, what in (
+            (root / "agents" / agent, "your directory"),
+            (root / "shared", "shared/"),
+        ):
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:  # not made yet: nothing in it can lead elsewhere
+                out.append(path)
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise PathError(
+                    f"{what} {path} is no longer a directory (replaced by a symlink or a file?); "
+                    "no path can be used until it is a directory again"
+                )
+            out.append(path)
+        return out[0], out[1]
 
     def shared_relative(self, path: Path) -> str | None:
         """The path relative to shared/ if it is inside shared/, else None."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +84,16 @@ def scenario_dict(**overrides: Any) -> dict[str, Any]:
     }
     data.update(overrides)
     return data
+
+
+@pytest.fixture
+def runs_dir() -> Iterator[Path]:
+    """A runs directory that other users can reach: `isolation: users` refuses pytest's
+    tmp_path, which sits in a 0700 directory its agents' users could not pass through."""
+    path = Path(tempfile.mkdtemp(prefix="sim-test-runs-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 ROOT = Path(__file__).resolve().parent.parent

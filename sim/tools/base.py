@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from sim.clobbers import ClobberDetector
     from sim.events import EventLog
+    from sim.isolation import AgentSandbox
     from sim.locks import LockManager
     from sim.mailbox import Mailbox
     from sim.scenario import Limits
@@ -37,6 +38,7 @@ class ToolContext:
     clobbers: ClobberDetector | None = None  # None: the scenario turned clobber detection off
     # Steps out of the turn order while a tool waits (Scheduler.park); a no-op if concurrent.
     park: Callable[[], AbstractAsyncContextManager[None]] = nullcontext
+    sandbox: AgentSandbox | None = None  # command policy and resource limits (sim.isolation)
 
 
 @dataclass(frozen=True)

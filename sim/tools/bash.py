@@ -37,6 +37,8 @@ class BashTool:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("bash needs `command`, a non-empty string (or `restart: true`)")
+        if ctx.sandbox is not None:
+            ctx.sandbox.admit(ctx, command)  # PolicyError: the command does not run
         timeout = ctx.limits.command_timeout
         if ctx.clobbers is not None:
             ctx.clobbers.before_command(ctx.agent, command)
@@ -63,6 +65,8 @@ class BashTool:
         )
         if ctx.clobbers is not None:  # after `command`, so its file writes follow it in the log
             ctx.clobbers.after_command(ctx.agent)
+        if ctx.sandbox is not None:
+            ctx.sandbox.after_command(ctx, result)
         if result.restarted:
             ctx.events.emit(
                 ShellRestart(reason="died", cwd=str(ctx.shell.cwd), shell_pid=ctx.shell.pid),
