@@ -144,7 +144,7 @@ class Agent:
                     self.ctx.limits,
                     tokens=self.state.tokens,
                     cost=self.state.cost_usd,
-                    run_cost=self.run_cost(),
+                    run_cost=self.run_cost,
                 )
                 if spent is not None:  # checked inside the gate: just before the call
                     self.ctx.events.emit(Limit(limit=spent[0], value=spent[1]), self.name)
