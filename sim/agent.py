@@ -181,7 +181,7 @@ class Agent:
                     self.ctx.limits,
                     tokens=spent.tokens,
                     cost=spent.cost_usd,
-                    run_cost=self.tally.total_cost,
+                    run_cost=lambda: self.tally.total_cost,
                 )
                 if over is not None:  # checked inside the gate: just before the call
                     self.ctx.events.emit(Limit(limit=over[0], value=over[1]), self.name)

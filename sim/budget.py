@@ -9,7 +9,7 @@ it, so a run can pass a budget by at most the calls already in flight when it wa
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sim.scenario import Limits
@@ -36,19 +36,18 @@ def add_cost(total: float | None, cost: float | None, model: str) -> float | Non
 
 
 def over_budget(
-    limits: Limits, *, tokens: int, cost: float | None, run_cost: float | None
+    limits: Limits, *, tokens: int, cost: float | None, run_cost: Callable[[], float | None]
 ) -> tuple[str, float] | None:
     """The first limit the spend has reached, as (limit name, its value), or None.
+    `run_cost` is called only when there is a run budget (it sums over every agent).
     An unknown cost (None) never trips a USD limit; `check_ready` refuses budgets on models
     without a price, so that happens only when a budget was not asked for."""
     if limits.max_tokens is not None and tokens >= limits.max_tokens:
         return "max_tokens", limits.max_tokens
     if limits.budget_usd is not None and cost is not None and cost >= limits.budget_usd:
         return "budget_usd", limits.budget_usd
-    if (
-        limits.run_budget_usd is not None
-        and run_cost is not None
-        and run_cost >= limits.run_budget_usd
-    ):
-        return "run_budget_usd", limits.run_budget_usd
+    if limits.run_budget_usd is not None:
+        spent = run_cost()
+        if spent is not None and spent >= limits.run_budget_usd:
+            return "run_budget_usd", limits.run_budget_usd
     return None

@@ -385,3 +385,23 @@ def test_anthropic_base_url_from_the_environment_is_used(tmp_path: Path) -> None
 
         assert trio.run(main).status == "completed"
         assert len(api.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ({"api": {"cache_ttl": "2h"}}, "api.cache_ttl"),
+        ({"api": {"max_retry_wait": 0}}, "api.max_retry_wait"),
+        (
+            {"api": {"retries": 3}},
+            "allowed keys here: cache_ttl, context_window, max_output_tokens",
+        ),
+        ({"base_url": "localhost:8080"}, "base_url must be an http(s) URL"),
+    ],
+)
+def test_bad_api_settings_are_named_in_the_error(override: dict[str, Any], expected: str) -> None:
+    from sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as info:
+        validate_scenario({"name": "c", "agents": [agent("a")], **override})
+    assert expected in str(info.value)

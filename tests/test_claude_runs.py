@@ -192,3 +192,28 @@ def test_the_key_reaches_no_shell_and_no_file_of_the_run(tmp_path: Path) -> None
     assert {p.name for p in files} >= {"events.jsonl", "meta.json", "scenario.yaml"}
     for file in files:
         assert b"S3CR3T" not in file.read_bytes(), file
+
+
+def test_the_cli_refuses_a_claude_scenario_without_a_key(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANTHROPIC_")}
+    runs = tmp_path / "runs"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sim",
+            "run",
+            "scenarios/pair_programming.yaml",
+            "--runs-dir",
+            str(runs),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "ANTHROPIC_API_KEY is not set" in proc.stderr and "Traceback" not in proc.stderr
+    assert "scenarios/quickstart.yaml" in proc.stderr and "sim replay" in proc.stderr
+    assert not runs.exists()

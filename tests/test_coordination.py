@@ -161,3 +161,46 @@ def test_a_deadlock_is_detected_in_the_step_that_forms_it(tmp_path: Path) -> Non
     )
     assert before["t"] == deadlock["t"] == after["t"]
     assert "deadlock: you" in after["content"] and "unlock" in after["content"]
+
+
+def test_an_editor_write_over_an_unseen_version_is_a_clobber(tmp_path: Path) -> None:
+    # round_robin, seed 1: round 1 goes a, b and round 2 goes b, a (asserted below). So a
+    # views x.txt, b edits it, and a then overwrites it whole (create) without having seen
+    # b's edit: b's change is lost, and the log says so.
+    x = "../../shared/x.txt"
+    edit = "str_replace_based_edit_tool"
+    data = scenario_dict(
+        seed=1,
+        scheduler="round_robin",
+        workspace={"shared": {"x.txt": "one\n"}},
+        agents=[
+            {
+                "name": "a",
+                "steps": [
+                    {edit: {"command": "view", "path": x}},
+                    {edit: {"command": "create", "path": x, "file_text": "mine\n"}},
+                ],
+            },
+            {
+                "name": "b",
+                "steps": [
+                    {"bash": "true"},
+                    {
+                        edit: {
+                            "command": "str_replace",
+                            "path": x,
+                            "old_str": "one",
+                            "new_str": "two",
+                        }
+                    },
+                ],
+            },
+        ],
+    )
+    result, events = run(tmp_path, validate_scenario(data))
+    assert [e["order"] for e in events if e["kind"] == "round"][:2] == [["a", "b"], ["b", "a"]]
+    assert shared(result, "x.txt") == "mine\n"
+    writes = [(e["agent"], e["via"], e["locked"]) for e in events if e["kind"] == "file_write"]
+    assert writes == [("b", "editor", True), ("a", "editor", True)]
+    clobbers = [(e["agent"], e["overwrote"], e["via"]) for e in events if e["kind"] == "clobber"]
+    assert clobbers == [("a", "b", "editor")]

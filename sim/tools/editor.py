@@ -26,6 +26,12 @@ from sim.tools.base import ToolContext, ToolOutput, require_str
 from sim.workspace import LOCKS_DIRNAME
 
 NAME = "str_replace_based_edit_tool"
+
+
+class _Directory(ToolError):
+    """The path is a directory where a file was expected."""
+
+
 _MAX_FILE_BYTES = 4 * 1024 * 1024
 _SNIPPET_LINES = 4  # lines of context shown around an edit
 
@@ -46,13 +52,16 @@ class EditorTool:
         raw_path = require_str(args, "path", NAME)
         path = self._resolve(ctx, raw_path)
         if command == "view":
-            return ToolOutput(self._clip(ctx, self._view(path, args.get("view_range"))))
+            shown = self._view(path, args.get("view_range"))
+            if ctx.clobbers is not None and path.is_file():
+                ctx.clobbers.saw(ctx.agent, path)  # what it saw, a later edit builds on
+            return ToolOutput(self._clip(ctx, shown))
         if command == "create":
             text = require_str(args, "file_text", f"{NAME} create")
             existed = path.exists()
             if path.is_dir():
                 raise ToolError(f"{raw_path} is a directory; give a file path to create")
-            await self._write(ctx, path, text, create_dirs=True)
+            await self._write(ctx, path, text, create_dirs=True, read_first=False)
             return ToolOutput(f"{'Overwrote' if existed else 'Created'} {path} ({len(text)} chars)")
         if command == "str_replace":
             return ToolOutput(await self._str_replace(ctx, path, args))
@@ -69,37 +78,55 @@ class EditorTool:
         if not raw.strip():
             raise ToolError(f"{NAME} needs `path`, a file or directory path")
         path = ctx.workspace.confine(ctx.agent, raw, ctx.shell.cwd)
-        rel = ctx.workspace.shared_relative(path)
-        if rel is not None and (rel == LOCKS_DIRNAME or rel.startswith(LOCKS_DIRNAME + "/")):
-            raise PathError(f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files")
+        if LOCKS_DIRNAME in path.parts:  # cheap test first: this runs on every call
+            rel = ctx.workspace.shared_relative(path) or ""
+            if rel == LOCKS_DIRNAME or rel.startswith(LOCKS_DIRNAME + "/"):
+                raise PathError(
+                    f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files"
+                )
         return path
 
     def _read(self, path: Path) -> str:
-        if not path.exists():
-            raise ToolError(f"{path} does not exist; create it with the create command")
-        if path.is_dir():
-            raise ToolError(f"{path} is a directory; view it, or give a file path")
-        size = path.stat().st_size
-        if size > _MAX_FILE_BYTES:
-            raise ToolError(
-                f"{path} is {size} bytes, too large for the editor (at most {_MAX_FILE_BYTES}); "
-                "use bash (head, grep, sed) to look at parts of it"
-            )
-        data = path.read_bytes()
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > _MAX_FILE_BYTES:
+                    raise ToolError(
+                        f"{path} is {size} bytes, too large for the editor (at most "
+                        f"{_MAX_FILE_BYTES}); use bash (head, grep, sed) to look at parts of it"
+                    )
+                data = f.read()
+        except FileNotFoundError:
+            raise ToolError(f"{path} does not exist; create it with the create command") from None
+        except IsADirectoryError:
+            raise _Directory(f"{path} is a directory; view it, or give a file path") from None
+        except OSError as exc:
+            raise ToolError(f"cannot read {path}: {exc.strerror}") from None
         if b"\0" in data:
             raise ToolError(f"{path} is a binary file; the editor edits text files only")
         return data.decode("utf-8", errors="replace")
 
-    async def _write(self, ctx: ToolContext, path: Path, text: str, create_dirs: bool) -> None:
+    async def _write(
+        self, ctx: ToolContext, path: Path, text: str, create_dirs: bool, read_first: bool = True
+    ) -> None:
+        """Write a whole file. A file in shared/ is written holding its lock (waiting parks
+        the agent out of the turn order); with clobber detection on, the detector logs the
+        `file_write` (and a `clobber` if the agent had not seen the version it replaced);
+        `read_first` is False for `create`, a blind write of new content."""
         rel = ctx.workspace.shared_relative(path)
         if rel is None:
             self._replace(path, text, create_dirs)
             return
-        async with ctx.locks.holding(ctx.agent, rel):
-            self._replace(path, text, create_dirs)
-        ctx.events.emit(
-            FileWrite(path=rel, bytes=path.stat().st_size, locked=True, via="editor"), ctx.agent
-        )
+        async with ctx.locks.holding(ctx.agent, rel, park=ctx.park):
+            if ctx.clobbers is None:
+                self._replace(path, text, create_dirs)
+                ctx.events.emit(
+                    FileWrite(path=rel, bytes=path.stat().st_size, locked=True, via="editor"),
+                    ctx.agent,
+                )
+            else:
+                with ctx.clobbers.editing(ctx.agent, path, read_first=read_first):
+                    self._replace(path, text, create_dirs)
 
     def _replace(self, path: Path, text: str, create_dirs: bool) -> None:
         if create_dirs:
@@ -129,11 +156,12 @@ class EditorTool:
     # -- commands -------------------------------------------------------------------------
 
     def _view(self, path: Path, view_range: Any) -> str:
-        if path.is_dir():
+        try:
+            lines = _lines(self._read(path))
+        except _Directory:
             if view_range is not None:
-                raise ToolError("view_range applies to files, not directories")
+                raise ToolError("view_range applies to files, not directories") from None
             return self._list_dir(path)
-        lines = _lines(self._read(path))
         if view_range is None:
             return f"Here's the content of {path} with line numbers:\n" + _numbered(lines, 1)
         if (
