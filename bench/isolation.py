@@ -21,11 +21,12 @@ import trio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sim.cgroups import RunCgroups
+from sim.environment import scrubbed_env
 from sim.isolation import ChildSetup, _can_make_network
 from sim.limits import rlimits_for
 from sim.policy import CommandPolicy
 from sim.scenario import Resources, validate_scenario
-from sim.shell import Shell, scrubbed_env
+from sim.shell import Shell
 from sim.users import Users
 from sim.workspace import Workspace
 

@@ -25,7 +25,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.shell import Shell, scrubbed_env
+from sim.environment import scrubbed_env
+from sim.shell import Shell
 
 COMMANDS = ("true", "echo hi", "/bin/true")
 BLOCK = 20

@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from sim import catalog, replay, transcript
+from sim.environment import scrubbed_env
 from sim.errors import RunError, SimError
 from sim.procenv import hide_from_children
 from sim.resume import plan_resume
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
-from sim.shell import scrubbed_env
 from sim.view import LiveView, end_messages, summary_table
 
 EXIT_USAGE = 2

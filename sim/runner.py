@@ -25,6 +25,7 @@ import trio
 
 from sim.agent import Agent
 from sim.clobbers import ClobberDetector
+from sim.environment import agent_env
 from sim.errors import RunError, SimError
 from sim.events import (
     Error,
@@ -44,7 +45,7 @@ from sim.models import check_ready, make_model, open_client
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
 from sim.scheduler import Scheduler
-from sim.shell import Shell, scrubbed_env
+from sim.shell import Shell
 from sim.tally import RunTally
 from sim.tools import ToolContext, build_tools
 from sim.workspace import Workspace, new_run_dir
@@ -77,19 +78,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
-
-
-def agent_env(base: Mapping[str, str], workspace: Workspace, agent: str) -> dict[str, str]:
-    """The environment of an agent's shell: scrubbed of secrets, HOME its own directory."""
-    return scrubbed_env(
-        base,
-        home=workspace.agent_dir(agent),
-        extra={
-            "SIM_AGENT": agent,
-            "SIM_SHARED": str(workspace.shared),
-            "SIM_LOCKS": str(workspace.locks_dir),
-        },
-    )
 
 
 async def _retake_locks(

@@ -15,8 +15,6 @@ key can still fake an end on purpose; its remaining output then shows up as late
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import math
 import os
 import re
 import secrets
@@ -34,10 +32,12 @@ from typing import Any
 import pexpect
 import trio
 
+from sim._pty import Capture as _Capture
+from sim._pty import Timer as _Timer
+from sim._pty import kill_session as _kill_session
+from sim._pty import wanted_modes as _wanted_modes
 from sim.errors import ShellError
 
-_SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
-_NOT_INHERITED = frozenset({"PS1", "PS2", "PROMPT_COMMAND"})
 _MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1e\x1f]*)\x1f")
 _NEEDS_FILE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # newline, \r and the tty's control chars
 _MAX_LINE = 1000  # longer lines go through a file: the pty cuts lines over 4095 bytes (notes)
@@ -70,23 +70,6 @@ _REDIRECTED = (
 )
 
 
-def scrubbed_env(
-    base: Mapping[str, str], home: Path, extra: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """A copy of `base` without secrets (names starting with ANTHROPIC_ or containing KEY,
-    TOKEN, SECRET or PASSWORD, any case) or prompt settings; HOME=home, TERM=dumb; `extra` last."""
-    env = {
-        k: v
-        for k, v in base.items()
-        if not k.upper().startswith("ANTHROPIC_")
-        and not any(w in k.upper() for w in _SECRET_WORDS)
-        and k not in _NOT_INHERITED
-    }
-    env.update(HOME=str(home), TERM="dumb")
-    env.update(extra or {})
-    return env
-
-
 @dataclass(frozen=True, slots=True)
 class CommandResult:
     output: str  # stdout+stderr as the pty saw it; head + "[... N bytes dropped ...]" + tail
@@ -99,78 +82,12 @@ class CommandResult:
     late_output: str = ""  # stale bytes drained before the command was sent
 
 
-class _Capture:
-    """Output capped while reading: the first half kept, the last half in a trimmed buffer.
-    `win` holds bytes not yet committed: maybe the start of a marker split across reads."""
-
-    __slots__ = ("head", "head_cap", "tail", "tail_cap", "total", "win")
-
-    def __init__(self, cap: int) -> None:
-        self.head_cap, self.tail_cap = cap // 2, cap - cap // 2
-        self.head, self.tail, self.win, self.total = bytearray(), bytearray(), b"", 0
-
-    def add(self, data: bytes | bytearray) -> None:
-        self.total += len(data)
-        room = self.head_cap - len(self.head)
-        if room > 0:
-            self.head += data[:room]
-            data = data[room:]
-        if data:
-            self.tail += data
-            if len(self.tail) > 2 * self.tail_cap:  # trim in batches: memory stays flat
-                del self.tail[: len(self.tail) - self.tail_cap]
-
-    def text(self) -> tuple[str, bool]:
-        if not self.total:
-            return "", False
-        del self.tail[: max(0, len(self.tail) - self.tail_cap)]
-        dropped = self.total - len(self.head) - len(self.tail)
-        if not dropped:
-            return (self.head + self.tail).decode("utf-8", "replace"), False
-        head, tail = self.head.decode("utf-8", "replace"), self.tail.decode("utf-8", "replace")
-        return f"{head}\n[... {dropped} bytes dropped ...]\n{tail}", True
-
-
-class _ITimerSpec(ctypes.Structure):
-    _fields_ = [(f"{a}_{b}", ctypes.c_long) for a in ("interval", "value") for b in ("s", "ns")]
-
-
-class _Timer:
-    """A timerfd, armed per wait. With the pty and a pidfd of bash in one epoll set that trio
-    waits on, a command needs no cancel scope (about 20 µs of CPU each here, a third of a
-    round trip) and bash's death wakes the reader even when a background job keeps the pty
-    open (`sleep 99 & exit` gives no EIO). ctypes: os.timerfd_* only arrive in Python 3.13."""
-
-    _libc = ctypes.CDLL(None, use_errno=True)
-
-    def __init__(self) -> None:
-        flags = os.O_NONBLOCK | os.O_CLOEXEC  # TFD_NONBLOCK and TFD_CLOEXEC have these values
-        self.fd = self._libc.timerfd_create(ctypes.c_int(1), ctypes.c_int(flags))  # MONOTONIC
-        if self.fd < 0:
-            raise OSError(ctypes.get_errno(), "timerfd_create failed")
-        self._spec = _ITimerSpec()
-        self._ref = ctypes.byref(self._spec)
-        self._at = -math.inf  # when it fires (trio time); -inf: fired or never armed
-
-    def arm_by(self, deadline: float, now: float, force: bool = False) -> None:
-        """Make sure it fires at `deadline` or before. A timer still set for an earlier moment
-        is left alone: it will wake the reader early, which then re-arms (force=True). Saves
-        a ctypes call (~3.5 µs) on most commands, when timeouts are alike."""
-        if not force and now < self._at <= deadline:
-            return
-        seconds = min(max(deadline - now, 1e-6), 1e9)  # 0 would disarm
-        self._spec.value_s = int(seconds)
-        self._spec.value_ns = int((seconds - int(seconds)) * 1e9)
-        self._libc.timerfd_settime(self.fd, 0, self._ref, None)  # also clears a past expiry
-        self._at = now + seconds
-
-
 _Event = tuple[str, int, bytes]  # ("done", $?, $PWD) | ("ps2", 2, b"") | ("dead", -1, b"")
 _DEAD: _Event = ("dead", -1, b"")
 
 
 class Shell:
-    """A persistent interactive bash in `cwd` with exactly `env` (pass `scrubbed_env()`).
+    """A persistent interactive bash in `cwd` with exactly `env` (see sim.environment).
 
     `cwd`, exported variables and functions persist between commands. Use `async with`.
     `pid` is the spawned process: bash, or `argv_prefix[0]` if that one forks instead of exec.
@@ -565,24 +482,12 @@ class Shell:
         termios.tcsetattr(self._fd, termios.TCSANOW, self._modes)
 
     async def _kill_tree(self) -> None:
-        """SIGKILL bash and every process of its session (background and nohup'd jobs have
-        their own process groups but keep the session), reap bash, close the pty. Shielded.
-        Processes that left the session with `setsid` escape this; issue 7 catches them with
-        a Unix user per agent."""
+        """SIGKILL bash and its whole session (background and nohup'd jobs keep the session),
+        reap bash, close the pty. Shielded. `setsid` escapes need `isolation: users`."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-            while True:
-                victims = _session_members(proc.pid)
-                if proc.isalive():  # also reaps it once it is a zombie
-                    victims.add(proc.pid)
-                if not victims:
-                    break
-                for pid in victims:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-                await trio.sleep(0.002)
+        await _kill_session(proc)
         if self._ep is not None:
             trio.lowlevel.notify_closing(self._ep.fileno())
             self._ep.close()
@@ -590,38 +495,5 @@ class Shell:
             self._ep, self._pidfd = None, -1
         trio.lowlevel.notify_closing(self._fd)
         self._fd = -1
-        # Closes the pty; bash is reaped already, so it does not wait. If bash was still
-        # unkillable after 5 s (D state), there is nothing more to do here.
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # bash is reaped: this only closes the pty
             proc.close(force=True)
-
-
-def _wanted_modes(attrs: list[Any]) -> list[Any]:
-    """No echo, no output post-processing (no \\r\\n, binary intact), ISIG kept for ^C."""
-    new = list(attrs)
-    new[1] = attrs[1] & ~termios.OPOST
-    new[3] = (attrs[3] & ~(termios.ECHO | termios.ECHONL)) | termios.ISIG
-    return new
-
-
-def _session_members(sid: int) -> set[int]:
-    """Live (non-zombie) processes whose session id is `sid`, from /proc/*/stat. os.open and
-    os.read, not open(): this runs over every process on the machine (~20 µs each here)."""
-    found = set()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            stat = os.read(fd, 1024)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        fields = stat[stat.rfind(b")") + 2 :].split(maxsplit=4)  # comm may hold ") "
-        if len(fields) > 3 and fields[0] != b"Z" and int(fields[3]) == sid:
-            found.add(int(name))
-    return found

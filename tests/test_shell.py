@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 import trio
 
+from sim.environment import scrubbed_env
 from sim.errors import ShellError
-from sim.shell import CommandResult, Shell, _Capture, scrubbed_env
+from sim.shell import CommandResult, Shell, _Capture
 
 T = 0.3  # the timeout of commands that are meant to hang
 
