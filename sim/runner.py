@@ -170,6 +170,7 @@ class Run:
             break_overdue=scenario.locks.break_overdue,
             on_broken=mailbox.notify,
         )
+        mailbox.lock_stuck, locks.on_wait_forever = locks.stuck, mailbox.check_stalemate
         # Made after seeding and setup, so their files are the starting versions (by nobody).
         clobbers = (
             ClobberDetector(ws.shared, events, locks.holder) if scenario.detect_clobbers else None
