@@ -7,9 +7,10 @@ file and is logged as `file_write`. A rewrite with the same bytes is no change, 
 one (below): two agents that both read 5 and both write 6 lose an update with no new bytes.
 
 Who wrote it: the agent whose command just ended, if no other agent had a command running
-meanwhile (then it is certain). When commands overlap, a scan cannot tell them apart, so the
-writer is the candidate holding the file's lock, else the one whose command names the file
-(the agent that triggered the scan first), else that agent; the others go in `also_running`.
+meanwhile (then it is certain). When commands overlap, a scan cannot tell them apart. The
+plausible writers are the running commands that name the file (all of them if none does); the
+writer is the one holding the file's lock, else the agent whose command just ended if
+plausible, else the first plausible one; the other plausible ones go in `also_running`.
 
 What was lost. Every version has a parent: the version its writer based it on. A writer is
 taken to have seen the versions that were current when any of its commands ended (the newest of
@@ -278,21 +279,23 @@ class ClobberDetector:
                 )
 
     def _writer(self, rel: str, trigger: str | None) -> tuple[str | None, list[str]]:
+        """(writer, the other plausible writers) among the running commands and `trigger`.
+        Plausible: the commands that name the file, if any does, else all of them."""
         candidates = list(self._running)
         if trigger is not None and trigger not in candidates:
             candidates.insert(0, trigger)
         if len(candidates) <= 1:
             return (candidates[0] if candidates else None), []
+        name = rel.rsplit("/", 1)[-1]
+        plausible = [a for a in candidates if name in self._running.get(a, "")] or candidates
         holder = self._lock_holder(rel)
         if holder in candidates:
-            writer: str | None = holder
+            writer = holder
+        elif trigger in plausible:
+            writer = trigger
         else:
-            name = rel.rsplit("/", 1)[-1]
-            naming = [a for a in candidates if name in self._running.get(a, "")]
-            writer = trigger if trigger in naming or not naming else naming[0]
-            if writer is None:
-                writer = candidates[0]
-        return writer, [a for a in candidates if a != writer]
+            writer = plausible[0]
+        return writer, [a for a in plausible if a != writer]
 
     def _base(self, agent: str, rel: str, f: _File) -> _Version | None:
         """The newest version of the file `agent` has seen."""

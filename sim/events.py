@@ -188,8 +188,9 @@ class FileWrite(Payload):
     bytes: int  # the file's size after the write (-1: deleted)
     locked: bool  # the writer held this file's lock
     via: str  # bash | editor
-    # Other agents whose commands were running when the change happened: any of them may have
-    # made it instead (a scan after a command cannot tell overlapping commands apart).
+    # Other agents whose commands were running when the change happened and could have made
+    # it instead (those naming the file, if any does): a scan cannot tell overlapping commands
+    # apart. Empty when the writer is certain.
     also_running: list[str] = []
 
 

@@ -59,8 +59,8 @@ class _Lock:
     wakers: dict[str, trio.Event] = field(default_factory=dict)  # waiters asleep
 
     def notify(self) -> None:
-        """Wake the head of the queue, the only waiter that can take the lock. (Waking every
-        waiter on each release made a 32-agent locked run 3x slower.)"""
+        """Wake the head of the queue, the only waiter that can take the lock (waking every
+        waiter would cost O(waiters) per release for nothing)."""
         if self.waiters:
             woken = self.wakers.pop(self.waiters[0], None)
             if woken is not None:
@@ -94,6 +94,8 @@ class LockManager:
         self._break = break_overdue
         self._on_broken = on_broken
         self._broken: dict[tuple[str, str], str] = {}  # (agent, lock) -> why, for its unlock
+        self._forever: set[str] = set()  # waiting with no timeout, and no lease to break it
+        self.on_wait_forever: Callable[[], None] | None = None  # the mailbox checks stalemates
         self._lease_changed = trio.Event()
 
     def name_for(self, agent: str, path: str, cwd: Path | None = None) -> str:
@@ -131,6 +133,12 @@ class LockManager:
         lock = self._locks.get(name)
         return lock.holder if lock else None
 
+    def stuck(self, agent: str) -> bool:
+        """Is `agent` in a lock wait that only another agent's unlock can end (no timeout, no
+        lease to break the lock, held by an agent rather than a flock outside the harness)?"""
+        name = self.graph.waiting_for(agent)
+        return agent in self._forever and name is not None and self.holder(name) is not None
+
     def held_by(self, agent: str) -> list[str]:
         return [name for name, lock in self._locks.items() if lock.holder == agent]
 
@@ -162,6 +170,10 @@ class LockManager:
                 raise LockError(cycle.explain())
             ahead = lock.waiters[0] if lock.waiters[0] != agent else EXTERNAL
             self._events.emit(LockWait(lock=name, holder=lock.holder or ahead), agent)
+            if timeout is None and not self._break:
+                self._forever.add(agent)
+                if self.on_wait_forever is not None:
+                    self.on_wait_forever()
             wait: float | None = None
             async with park():
                 with trio.move_on_after(timeout if timeout is not None else float("inf")):
@@ -176,6 +188,7 @@ class LockManager:
             )
         finally:
             self.graph.stop_waiting(agent)
+            self._forever.discard(agent)
             if agent in lock.waiters:
                 lock.waiters.remove(agent)
                 lock.notify()
@@ -208,6 +221,7 @@ class LockManager:
         lock.overdue = False
         lock.waiters.remove(agent)
         self.graph.stop_waiting(agent)
+        self._forever.discard(agent)
         wait = lock.acquired_at - start
         self._events.emit(
             LockAcquire(lock=lock.name, wait=round(wait, 6), contended=contended), agent

@@ -11,8 +11,9 @@ message (`{"id", "from", "to", "text", "t"}`) and one line per delivery (`{"deli
 "turn", "t"}`), each with a single `write`. A Mailbox opened on a run directory that already
 has them keeps every message not yet delivered, so a resumed run delivers them.
 
-`wait` parks an agent until a message comes. When every agent still running is waiting with no
-timeout, none of them could ever be woken by a message, so all are woken and told so.
+`wait` parks an agent until a message comes. When every agent still running is waiting for a
+message with no timeout, or for a lock that only one of them could release (`lock_stuck`), no
+message can ever come, so the message waiters are woken and told so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,8 @@ class Mailbox:
         self._ended: set[str] = set()
         self._waiting: dict[str, bool] = {}  # agent -> waits with a timeout
         self._stalemate: set[str] = set()  # waiters woken because no message can come
+        # Is an agent stuck in a lock wait (LockManager.stuck)? Set by the run.
+        self.lock_stuck: Callable[[str], bool] = lambda agent: False
         directory.mkdir(parents=True, exist_ok=True)
         self._next_id = 1 + max((self._load(name) for name in agents), default=0)
 
@@ -217,7 +220,7 @@ class Mailbox:
             return "message"
         self._waiting[agent] = timeout is not None
         try:
-            self._check_stalemate()
+            self.check_stalemate()
             with trio.move_on_after(float("inf") if timeout is None else timeout):
                 await self._arrived[agent].wait()
         finally:
@@ -231,10 +234,14 @@ class Mailbox:
             return "stalemate"
         return "timeout"
 
-    def _check_stalemate(self) -> None:
+    def check_stalemate(self) -> None:
+        """Wake the message waiters if no running agent could ever send them a message."""
         live = self.live()
-        if live and all(a in self._waiting and not self._waiting[a] for a in live):
-            for a in live:
+        waiters = [a for a in live if a in self._waiting]
+        if waiters and all(
+            (a in self._waiting and not self._waiting[a]) or self.lock_stuck(a) for a in live
+        ):
+            for a in waiters:
                 self._stalemate.add(a)
                 self._arrived[a].set()
 
@@ -242,4 +249,4 @@ class Mailbox:
         """EventLog listener: an agent that ended gets no more mail and counts as gone."""
         if isinstance(event, AgentEnd) and agent in self._pending:
             self._ended.add(agent)
-            self._check_stalemate()
+            self.check_stalemate()

@@ -257,6 +257,7 @@ class Run:
             break_overdue=scenario.locks.break_overdue,
             on_broken=mailbox.notify,
         )
+        mailbox.lock_stuck, locks.on_wait_forever = locks.stuck, mailbox.check_stalemate
         if plan is not None:
             await _retake_locks(plan, locks, events, ws)
         # Made after seeding and setup, so their files are the starting versions (by nobody).

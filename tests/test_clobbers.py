@@ -115,22 +115,23 @@ def test_every_unseen_version_lost_is_one_clobber(tmp_path: Path) -> None:
     assert [e["overwrote"] for e in s.events("clobber")] == ["b", "c", "b"]
 
 
-def test_overlapping_commands_blame_the_lock_holder_then_the_command_naming_the_file(
+def test_overlapping_commands_blame_the_lock_holder_then_the_commands_naming_the_file(
     tmp_path: Path,
 ) -> None:
-    s = Shared(tmp_path, {"x.txt": "0", "y.txt": "0"})
+    s = Shared(tmp_path, {"x.txt": "0", "y.txt": "0", "z.txt": "0"})
     d = s.detector
     d.before_command("holder", "cat x.txt")
     d.before_command("namer", "echo 1 > y.txt")
+    d.before_command("other", "cat y.txt")
     s.holders["x.txt"] = "holder"
-    (s.dir / "x.txt").write_text("1")
-    (s.dir / "y.txt").write_text("1")
-    d.before_command("other", "sleep 1")
-    d.after_command("other")  # its scan finds both changes while the others still run
+    for name in ("x.txt", "y.txt", "z.txt"):
+        (s.dir / name).write_text("1")
+    d.after_command("other")  # its scan finds all three changes while the others still run
     writes = {e["path"]: (e["agent"], e["also_running"]) for e in s.events("file_write")}
     assert writes == {
-        "x.txt": ("holder", ["namer", "other"]),
-        "y.txt": ("namer", ["holder", "other"]),
+        "x.txt": ("holder", []),  # the lock holder, the only command naming it
+        "y.txt": ("other", ["namer"]),  # two name it: the one whose command ended is blamed
+        "z.txt": ("other", ["holder", "namer"]),  # nobody names it: everyone is plausible
     }
 
 

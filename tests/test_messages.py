@@ -165,6 +165,24 @@ def test_waiting_agents_that_nobody_can_wake_are_told_so(tmp_path: Path) -> None
     assert len(contents) == 2 and all(c.startswith("no message can come") for c in contents)
 
 
+def test_a_lock_holder_waiting_for_a_message_nobody_can_send_is_woken(tmp_path: Path) -> None:
+    # a holds f and waits for a message; b, the only other agent, waits for f. Nobody can
+    # send a, so a is told at once instead of both hanging until wall_time.
+    a = [{"lock": "f"}, {"wait_for_message": {}}, {"unlock": "f"}]
+    b = [{"bash": "sleep 1"}, {"lock": "f"}, {"unlock": "f"}]
+    data = scenario_dict(
+        agents=[
+            {"name": "a", "tools": TOOLS, "steps": a},
+            {"name": "b", "tools": TOOLS, "steps": b},
+        ],
+        limits={"wall_time": 500},
+    )
+    result, events = run_fake(tmp_path, data)
+    assert result.reason == "all_ended" and events[-1]["duration"] == 1.0
+    (waited,) = [e for e in of(events, "tool_result") if e["name"] == "wait_for_message"]
+    assert waited["content"].startswith("no message can come") and waited["t"] == 1.0
+
+
 def test_a_wait_with_a_timeout_ends_when_it_passes(tmp_path: Path) -> None:
     data = scenario_dict(
         agents=[

@@ -102,6 +102,7 @@ class WaitForMessageTool:
         if outcome == "timeout":
             return ToolOutput(f"no message came within {timeout:g} s")
         return ToolOutput(
-            "no message can come: every other agent has ended or is waiting for a message "
-            "too. Stop waiting: go on with your task, send a message yourself, or finish."
+            "no message can come: every other agent has ended, or is waiting for a message "
+            "too, or for a lock that one of you holds. Stop waiting: unlock what others need, "
+            "go on with your task, send a message yourself, or finish."
         )
