@@ -61,16 +61,6 @@ class Workspace:
         self.events_path = run_dir / "events.jsonl"
         self.meta_path = run_dir / "meta.json"
         self.scenario_path = run_dir / "scenario.yaml"
-        self._real: dict[Path, Path] = {}
-
-    def _resolved(self, directory: Path) -> Path:
-        # Resolve the run's own directories once: path checks run on every tool call and
-        # resolving costs a syscall per path component; and an agent that later swaps its
-        # directory for a symlink (`ln -s / agents/me`) cannot widen what it may touch.
-        real = self._real.get(directory)
-        if real is None:
-            real = self._real[directory] = directory.resolve()
-        return real
 
     def create(self, agent_names: list[str]) -> None:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -103,8 +93,8 @@ class Workspace:
         """Resolve `path` (absolute, or relative to `cwd`, default the agent's directory) and
         return it if it lies inside the agent's own directory or shared/; raise PathError
         otherwise. Symlinks are resolved first, so a link pointing outside is an escape."""
-        own = self._resolved(self.agent_dir(agent))
-        shared = self._resolved(self.shared)
+        own = self.agent_dir(agent).resolve()
+        shared = self.shared.resolve()
         base = cwd if cwd is not None else own
         resolved = (base / path).resolve()
         for allowed in (own, shared):
@@ -117,7 +107,7 @@ class Workspace:
 
     def shared_relative(self, path: Path) -> str | None:
         """The path relative to shared/ if it is inside shared/, else None."""
-        shared = self._resolved(self.shared)
+        shared = self.shared.resolve()
         resolved = path.resolve()
         if resolved.is_relative_to(shared):
             return str(resolved.relative_to(shared))
