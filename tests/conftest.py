@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,3 +114,15 @@ def counter_only_file(tmp_path: Path, overrides: list[str] | None = None) -> Pat
     path = tmp_path / "counter_only.yaml"
     path.write_text(counter_only(overrides).to_yaml())
     return path
+
+
+def sim_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
+    """`python -m sim ARGS` from the repository root, output captured as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "sim", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )

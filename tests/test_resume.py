@@ -6,7 +6,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,19 +15,10 @@ from sim.errors import RunError
 from sim.events import read_events
 from sim.resume import INTERRUPTED, plan_resume
 from tests.conftest import counter_only_file
+from tests.conftest import sim_cli as start
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICAS, TIMES = 4, 25
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sim", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def commands_logged(log: Path) -> int:

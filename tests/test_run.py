@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import trio
 from sim.events import read_events
 from sim.runner import Run, RunResult
 from sim.scenario import load_scenario, validate_scenario
-from tests.conftest import counter_only, scenario_dict
+from tests.conftest import counter_only, scenario_dict, sim_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-ant-test-0123456789-DO-NOT-LEAK"
@@ -99,17 +98,6 @@ def test_setup_failure_is_a_clear_error_and_the_log_is_complete(tmp_path: Path) 
     assert "exit code 3" in result.reason and "nope" in result.reason
     kinds = [e["kind"] for e in events_of(result)]
     assert kinds == ["run_start", "setup", "error", "run_end"]
-
-
-def sim_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "sim", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **kw,
-    )
 
 
 def test_cli_quiet_prints_only_the_run_directory(tmp_path: Path) -> None:
