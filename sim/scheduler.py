@@ -9,8 +9,11 @@ Turn order is a gate each agent passes through for every turn (sim.turns):
 An agent waiting for a lock or a message steps out of the turn order (`park`).
 
 The run stops when every agent has ended, when `wall_time` passes, when `done_when` holds
-(checked in shared/ after turns; checks never overlap, so a burst of turns costs one check),
-or when `stop()` is called (Ctrl-C). Agents cancelled by the stop end with its reason.
+(checked in shared/ after turns), or when `stop()` is called (Ctrl-C). Agents cancelled by the
+stop end with its reason. Under `concurrent`, a watcher checks `done_when` beside the agents
+(checks never overlap, so a burst of turns costs one check). Under the round modes the check
+runs inside the gate, before the next turn may start: "between turns" holds exactly, and a
+run ends at the same turn however slow the machine is.
 """
 
 from __future__ import annotations
@@ -25,11 +28,6 @@ from sim.agent import Agent
 from sim.errors import AuthError
 from sim.events import EventLog, Limit
 from sim.turns import RoundRobin, Rounds
-
-
-@asynccontextmanager
-async def _no_gate(agent: str) -> AsyncIterator[None]:
-    yield
 
 
 class Scheduler:
@@ -71,17 +69,24 @@ class Scheduler:
         self.status: str | None = None  # why the run stopped early, if it did
         self.fatal: AuthError | None = None  # an error that ends the whole run
         self._scope = trio.CancelScope()
-        self._turn_done = trio.Event()
+        self._turn_done = trio.Event()  # wakes the concurrent-mode watcher
+        self._turns_ended = 0  # for the round modes: turns ended, and covered by a check
+        self._turns_checked = 0
+        self._check_lock = trio.Lock()
 
     def gate(self, agent: str) -> AbstractAsyncContextManager[None]:
         return self._gated(agent)
 
     @asynccontextmanager
     async def _gated(self, agent: str) -> AsyncIterator[None]:
-        gate = self.turns.turn(agent) if self.turns else _no_gate(agent)
-        async with gate:
+        if self.turns is None:
             yield
-        self._turn_done.set()
+            self._turn_done.set()
+            return
+        async with self.turns.turn(agent):
+            yield
+            if self.done_when:
+                await self._check_in_turn()
 
     def park(self, agent: str) -> AbstractAsyncContextManager[None]:
         """Step out of the turn order while waiting (for a lock, for a message): see sim.turns."""
@@ -101,6 +106,8 @@ class Scheduler:
         """End the run now; agents end with reason `status`. The first reason given wins."""
         if self.status is None:
             self.status = status
+        if self.turns is not None:
+            self.turns.close()
         self._scope.cancel()
 
     async def run(self, agents: list[Agent]) -> str | None:
@@ -109,7 +116,7 @@ class Scheduler:
         with self._scope:
             self._scope.deadline = trio.current_time() + self.wall_time
             async with trio.open_nursery() as nursery:
-                if self.done_when:
+                if self.done_when and self.turns is None:
                     nursery.start_soon(self._watch_done_when)
                 async with trio.open_nursery() as agent_nursery:
                     for agent in agents:
@@ -132,19 +139,35 @@ class Scheduler:
             self._turn_done.set()
 
     async def _watch_done_when(self) -> None:
-        assert self.done_when is not None
         while True:
             await self._turn_done.wait()
             self._turn_done = trio.Event()
-            result = await trio.run_process(
-                ["bash", "-c", self.done_when],
-                cwd=self.shared_dir,
-                env=self.env,
-                check=False,
-                capture_stdout=True,
-                capture_stderr=True,
-            )
-            if result.returncode == 0:
-                self.events.emit(Limit(limit="done_when", value=self.done_when))
-                self.stop("done_when")
+            if await self._done_when_holds():
                 return
+
+    async def _check_in_turn(self) -> None:
+        """Check `done_when` before the gate lets the next turn in. Under `rounds` several
+        turns end at once: a check that began after this turn ended already covers it."""
+        self._turns_ended += 1
+        ended = self._turns_ended
+        async with self._check_lock:
+            if self._turns_checked < ended:
+                self._turns_checked = self._turns_ended
+                await self._done_when_holds()
+
+    async def _done_when_holds(self) -> bool:
+        """Run the condition in shared/; if it holds, log it and stop the run."""
+        assert self.done_when is not None
+        result = await trio.run_process(
+            ["bash", "-c", self.done_when],
+            cwd=self.shared_dir,
+            env=self.env,
+            check=False,
+            capture_stdout=True,
+            capture_stderr=True,
+        )
+        if result.returncode != 0:
+            return False
+        self.events.emit(Limit(limit="done_when", value=self.done_when))
+        self.stop("done_when")
+        return True

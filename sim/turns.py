@@ -128,6 +128,10 @@ class _Gate:
             self._notify()
             await self._acquire(agent)
 
+    def close(self) -> None:
+        """The run is stopping: begin no new round (its `round` event would be a lie)."""
+        self._over = True
+
     def leave(self, agent: str) -> None:
         """An ended agent gives up its place (and its turn, if it was its turn)."""
         self._active.discard(agent)

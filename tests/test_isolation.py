@@ -182,7 +182,7 @@ def test_harness_environment_and_key_are_out_of_the_agents_reach(runs_dir: Path)
     # the CLI blanked the key's value there (sim.procenv). Its memory stays readable to a
     # same-user ptrace: the README says only `isolation: users` closes that.
     out, _ = _probe_harness_env("none", runs_dir / "none")
-    assert "SHELL=" in out and "Permission denied" not in out
+    assert "PATH=" in out and "Permission denied" not in out
     assert SECRET not in out
 
 

@@ -18,7 +18,7 @@ from tests.conftest import counter_only_file
 from tests.conftest import sim_cli as start
 
 ROOT = Path(__file__).resolve().parent.parent
-REPLICAS, TIMES = 4, 25
+REPLICAS, TIMES = 4, 40
 
 
 def commands_logged(log: Path) -> int:
@@ -27,49 +27,51 @@ def commands_logged(log: Path) -> int:
     return log.read_text().count('"kind":"command"')
 
 
-def kill_after_some_work(proc: subprocess.Popen[str], log_glob: Path, pause: float) -> Path:
-    """Wait until a few more commands are logged, then after `pause` s, kill -9."""
+def wait_for_commands(proc: subprocess.Popen[str], run_glob: Path, at_least: int) -> Path:
+    """Poll until the run has logged `at_least` commands (or ended); return its directory."""
     deadline = time.monotonic() + 60
-    log: Path | None = None
-    while time.monotonic() < deadline:
-        logs = list(log_glob.parent.glob(log_glob.name))
-        if logs:
-            log = logs[0] / "events.jsonl"
-            if commands_logged(log) >= 3:
-                break
+    while True:
+        logs = list(run_glob.parent.glob(run_glob.name))
+        log = logs[0] / "events.jsonl" if logs else None
+        if log is not None and (commands_logged(log) >= at_least or proc.poll() is not None):
+            return log.parent
         assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
-    assert log is not None
-    time.sleep(pause)
+        assert time.monotonic() < deadline, "the run logged too few commands in 60 s"
+        time.sleep(0.002)
+
+
+def kill_9(proc: subprocess.Popen[str]) -> bool:
+    """kill -9 the run; False if it had already exited (so there was nothing to kill)."""
+    if proc.poll() is not None:
+        _, err = proc.communicate()
+        assert proc.returncode == 0, err
+        return False
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    return log.parent
+    return True
 
 
 def test_kill_9_at_random_moments_and_resume_ends_exact(tmp_path: Path) -> None:
+    # The moments are drawn by progress (commands logged), not by time: a fast machine
+    # finishes the whole run in well under a second, so a timed kill could miss it.
     rng = random.Random(20261123)
+    total = REPLICAS * TIMES * 2  # a read and a write per increment
     runs = tmp_path / "runs"
     scenario = counter_only_file(
         tmp_path, [f"agents.0.replicas={REPLICAS}", f"agents.0.params.times={TIMES}"]
     )
     proc = start("run", str(scenario), "--quiet", "--runs-dir", str(runs))
-    run_dir = kill_after_some_work(proc, runs / "*", rng.uniform(0.05, 0.4))
+    run_dir = wait_for_commands(proc, runs / "*", rng.randint(5, total // 3))
+    assert kill_9(proc), "the first run ended before it could be killed"
     kills = 1
     for _ in range(2):  # resume, and kill the resumed run too
-        before = commands_logged(run_dir / "events.jsonl")
+        log = run_dir / "events.jsonl"
+        before = commands_logged(log)
         proc = start("resume", str(run_dir), "--quiet")
-        deadline = time.monotonic() + 60
-        while commands_logged(run_dir / "events.jsonl") < before + 3 and proc.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.3))
-        if proc.poll() is not None:  # it finished before the kill: nothing left to resume
-            _, err = proc.communicate()
-            assert proc.returncode == 0, err
-            break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        if read_events(run_dir / "events.jsonl").events[-1]["kind"] == "run_end":
+        wait_for_commands(proc, run_dir, before + rng.randint(3, max(3, (total - before) // 3)))
+        if not kill_9(proc):
+            break  # it finished before the kill: nothing left to resume
+        if read_events(log).events[-1]["kind"] == "run_end":
             break  # the kill landed while it was exiting, after the run had ended
         kills += 1
     meta = json.loads((run_dir / "meta.json").read_text())

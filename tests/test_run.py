@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
 from sim.events import read_events
@@ -76,6 +77,27 @@ def test_counter_race_without_lock_loses_updates(tmp_path: Path) -> None:
     assert result.status == "completed"
     assert counter(result) < 20
     assert not any(e["kind"] == "lock_acquire" for e in events_of(result))
+
+
+@pytest.mark.parametrize("mode", ["round_robin", "rounds"])
+def test_done_when_is_checked_before_the_next_turn_in_the_round_modes(
+    tmp_path: Path, mode: str
+) -> None:
+    # The turns after the flag take about a millisecond and the check (a bash) far longer:
+    # checked beside the agents, the run would go on for a turn or a round past the flag.
+    later = [{"bash": 'echo "$SIM_AGENT" >> "$SIM_SHARED/after"'}] * 3 + [{"finish": "ok"}]
+    data = scenario_dict(
+        scheduler=mode,
+        done_when="test -f flag",
+        agents=[
+            {"name": "a", "steps": [{"bash": 'touch "$SIM_SHARED/flag"'}, *later]},
+            {"name": "b", "steps": [{"bash": "true"}, *later]},
+        ],
+    )
+    result = run(tmp_path, validate_scenario(data))
+    assert (result.status, result.reason) == ("completed", "done_when")
+    assert not (result.run_dir / "workspace/shared/after").exists()
+    assert sum(e["kind"] == "round" for e in events_of(result)) == 1
 
 
 def test_no_secret_reaches_the_shell_or_the_run_directory(tmp_path: Path) -> None:
