@@ -93,10 +93,10 @@ class Report:
         return "\n".join(lines)
 
 
-def _normalise(text: str, run_dirs: list[Path]) -> str:
+def _normalise(text: str, run_dirs: list[str]) -> str:
     # Paths name the run directory, which differs between the recording and the replay.
     for run_dir in run_dirs:
-        text = text.replace(str(run_dir.resolve()), "<run>").replace(str(run_dir), "<run>")
+        text = text.replace(run_dir, "<run>")
     return text
 
 
@@ -104,7 +104,9 @@ def compare(
     recording: Recording, new: list[Event], new_dir: Path, limits: Mapping[str, int]
 ) -> Report:
     """Compare tool results by (agent, tool_use_id); only turns within `limits` when given."""
-    dirs = [recording.run_dir, new_dir]
+    # Each directory as resolved (what the shells print) and as given; resolved once, here.
+    dirs = [str(d.resolve()) for d in (recording.run_dir, new_dir)]
+    dirs += [str(d) for d in (recording.run_dir, new_dir)]
 
     def results(events: list[Event]) -> dict[tuple[str, str], Event]:
         return {

@@ -290,7 +290,10 @@ class Scenario(_Strict):
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml: ~10x faster
+        return yaml.dump(
+            self.model_dump(mode="json"), Dumper=dumper, sort_keys=False, allow_unicode=True
+        )
 
 
 # ---------------------------------------------------------------------------------------------

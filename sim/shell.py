@@ -15,6 +15,7 @@ key can still fake an end on purpose; its remaining output then shows up as late
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -443,14 +444,19 @@ class Shell:
             if user_preexec is not None:
                 user_preexec()
 
+        spawn = functools.partial(
+            pexpect.spawn,
+            self._argv[0],
+            self._argv[1:],
+            env=self._env,
+            echo=False,
+            preexec_fn=child_setup,
+        )
         try:
-            proc = pexpect.spawn(
-                self._argv[0],
-                self._argv[1:],
-                env=self._env,
-                echo=False,
-                preexec_fn=child_setup,
-            )
+            # In a worker thread: the parent waits ~10 ms for the child to exec (the forked copy
+            # of this process unmaps itself), and the other agents' turns go on meanwhile; many
+            # shells starting at once overlap. Only the fork itself holds the GIL.
+            proc = await trio.to_thread.run_sync(spawn)
         except Exception as e:  # pexpect re-raises the child's chdir/exec/preexec error
             raise ShellError(f"cannot start {' '.join(self._argv)} in {cwd}: {e}") from e
         # pexpect sleeps 50 ms before each send and 100 ms around close: we never use its
