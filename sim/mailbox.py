@@ -79,6 +79,38 @@ def append_letters(messages: list[dict[str, Any]], reader: str, letters: Sequenc
     last["content"].extend({"type": "text", "text": lt.block_text(reader)} for lt in letters)
 
 
+def _rows(path: Path) -> list[dict[str, Any]]:
+    """A mailbox file's lines; a torn last line (a crash mid-write) is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def _letter(row: dict[str, Any]) -> Letter:
+    return Letter(row["id"], row["from"], tuple(row["to"]), row["text"], row.get("all", False))
+
+
+def deliveries(directory: Path, agent: str) -> dict[int, list[Letter]]:
+    """What `agent` was handed at the start of each turn, from its mailbox file: turn ->
+    letters, oldest first. A resumed run puts them back into the rebuilt conversation."""
+    letters: dict[int, Letter] = {}
+    out: dict[int, list[Letter]] = {}
+    for row in _rows(directory / f"{agent}.jsonl"):
+        if "delivered" in row:
+            out.setdefault(int(row["turn"]), []).extend(
+                letters[i] for i in row["delivered"] if i in letters
+            )
+        else:
+            letters[row["id"]] = _letter(row)
+    return out
+
+
 class Mailbox:
     """The mailboxes of one run. All methods run in the trio thread."""
 
@@ -107,24 +139,15 @@ class Mailbox:
     def _load(self, agent: str) -> int:
         """Read an existing mailbox (a resumed run): keep what was not delivered. Returns the
         highest message id seen. A torn last line (a crash mid-write) is ignored."""
-        path = self._path(agent)
-        if not path.exists():
-            return 0
         letters: dict[int, Letter] = {}
         top = 0
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue
+        for row in _rows(self._path(agent)):
             if "delivered" in row:
                 for i in row["delivered"]:
                     letters.pop(i, None)
             else:
                 top = max(top, row["id"])
-                letters[row["id"]] = Letter(
-                    row["id"], row["from"], tuple(row["to"]), row["text"], row.get("all", False)
-                )
+                letters[row["id"]] = _letter(row)
         self._pending[agent] = list(letters.values())
         if letters:
             self._arrived[agent].set()

@@ -1,7 +1,8 @@
 """Rebuild a killed run's state from its event log, so `python -m sim resume` can go on.
 
 What the log tells, per agent: its conversation (task, then each model response and the tool
-results that answered it), how many turns it used, its shell's last working directory, the
+results that answered it; the messages handed to it at the start of each turn come from its
+mailbox file, sim.mailbox), how many turns it used, its shell's last working directory, the
 locks it held (acquired, never released), and the tool calls that were logged without a
 result: those were in flight when the run died. Their effect is unknown, so they are not run
 again silently: the agent gets an error result saying so, and the log records `interrupted`.
@@ -16,6 +17,7 @@ from typing import Any
 
 from sim.agent import first_message
 from sim.errors import RunError
+from sim.mailbox import Letter, append_letters, deliveries
 from sim.models.base import Message
 from sim.recording import load_recording
 from sim.scenario import Scenario
@@ -67,7 +69,11 @@ class ResumePlan:
                 os.fsync(f.fileno())
 
 
-def _rebuild(agent: str, task: str, events: list[Event]) -> AgentResume:
+def _rebuild(
+    agent: str, task: str, events: list[Event], delivered: dict[int, list[Letter]]
+) -> AgentResume:
+    """The agent's conversation as its model last saw it: responses, tool results (or an
+    interrupted note), and the messages it was handed at the start of each turn."""
     state = AgentResume(agent, [first_message(task)])
     calls: dict[str, Event] = {}
     pending: list[dict[str, Any]] = []  # tool_use blocks of the last response
@@ -95,6 +101,7 @@ def _rebuild(agent: str, task: str, events: list[Event]) -> AgentResume:
         kind = e["kind"]
         if kind == "model_response":
             flush()
+            append_letters(state.messages, agent, delivered.pop(int(e["turn"]), []))
             state.turns = int(e["turn"])
             state.messages.append({"role": "assistant", "content": e["content"]})
             pending.extend(b for b in e["content"] if b.get("type") == "tool_use")
@@ -116,6 +123,10 @@ def _rebuild(agent: str, task: str, events: list[Event]) -> AgentResume:
         elif kind == "agent_end":
             state.ended = True
     flush()
+    # Handed over for a turn whose request never got its answer (the crash came first): the
+    # mailbox has them as delivered, so they go into the conversation the next turn sends.
+    for turn in sorted(delivered):
+        append_letters(state.messages, agent, delivered[turn])
     state.locks = list(held)
     return state
 
@@ -136,7 +147,12 @@ def plan_resume(run_dir: Path) -> ResumePlan:
         if e.get("agent"):
             by_agent.setdefault(e["agent"], []).append(e)
     agents = {
-        cfg.name: _rebuild(cfg.name, cfg.spec.task, by_agent.get(cfg.name, []))
+        cfg.name: _rebuild(
+            cfg.name,
+            cfg.spec.task,
+            by_agent.get(cfg.name, []),
+            deliveries(run_dir / "mailboxes", cfg.name),
+        )
         for cfg in recording.scenario.expanded_agents()
     }
     return ResumePlan(run_dir, recording.scenario, recording.events, recording.torn_line, agents)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,43 +94,85 @@ def test_kill_9_at_random_moments_and_resume_ends_exact(tmp_path: Path) -> None:
     assert {e["reason"] for e in ends} == {"finished"}
 
 
-def _kill_mid_command(tmp_path: Path) -> Path:
-    """A run killed while its only agent's command runs (deterministically mid-call)."""
-    scenario = tmp_path / "slow.yaml"
-    scenario.write_text(
-        json.dumps(
-            {
-                "name": "slow",
-                "limits": {"command_timeout": 60},
-                "workspace": {"shared": {"f.txt": "x"}},
-                "agents": [
-                    {
-                        "name": "a",
-                        "steps": [
-                            {"lock": "f.txt"},
-                            {"bash": "cd /tmp && sleep 30"},
-                            {"finish": "done"},
-                        ],
-                    }
-                ],
-            }
-        )
-    )
+def _kill_when_logged(tmp_path: Path, scenario: dict[str, Any], needle: str) -> Path:
+    """Run the scenario with the CLI and kill -9 it once `needle` shows in its event log."""
+    path = tmp_path / "scenario.yaml"
+    path.write_text(json.dumps(scenario))
     runs = tmp_path / "runs"
-    proc = start("run", str(scenario), "--quiet", "--runs-dir", str(runs))
+    proc = start("run", str(path), "--quiet", "--runs-dir", str(runs))
     deadline = time.monotonic() + 30
     while True:
         logs = list(runs.glob("*/events.jsonl"))
-        if logs and logs[0].read_text().count('"kind":"tool_call"') >= 2:
+        if logs and needle in logs[0].read_text():
             break
+        assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.02)
     time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    with logs[0].open("a") as f:
-        f.write('{"seq": 99, "kind": "tool_res')  # a torn last line, as a crash can leave
     return logs[0].parent
+
+
+def _kill_mid_command(tmp_path: Path) -> Path:
+    """A run killed while its only agent's command runs (deterministically mid-call)."""
+    steps = [{"lock": "f.txt"}, {"bash": "cd /tmp && sleep 30"}, {"finish": "done"}]
+    run_dir = _kill_when_logged(
+        tmp_path,
+        {
+            "name": "slow",
+            "limits": {"command_timeout": 60},
+            "workspace": {"shared": {"f.txt": "x"}},
+            "agents": [{"name": "a", "steps": steps}],
+        },
+        '"name":"bash"',
+    )
+    with (run_dir / "events.jsonl").open("a") as f:
+        f.write('{"seq": 99, "kind": "tool_res')  # a torn last line, as a crash can leave
+    return run_dir
+
+
+def test_messages_handed_over_before_the_crash_are_in_the_rebuilt_conversation(
+    tmp_path: Path,
+) -> None:
+    tools = ["bash", "send_message", "wait_for_message", "finish"]
+    run_dir = _kill_when_logged(
+        tmp_path,
+        {
+            "name": "talk",
+            "limits": {"command_timeout": 60},
+            "agents": [
+                {
+                    "name": "a",
+                    "tools": tools,
+                    "steps": [{"send_message": {"to": "b", "text": "hello b"}}, {"finish": "ok"}],
+                },
+                {
+                    "name": "b",
+                    "tools": tools,
+                    "steps": [
+                        {"wait_for_message": {}},
+                        {"bash": "sleep 30"},
+                        {"finish": "ok"},
+                    ],
+                },
+            ],
+        },
+        '"command":"sleep 30"',
+    )
+    b = plan_resume(run_dir).agents["b"]
+    assert b.turns == 2
+    # turn 2 began by handing b the message: after the wait's result, before b's reply
+    assert [m["role"] for m in b.messages] == ["user", "assistant", "user", "assistant", "user"]
+    wait_result, letter = b.messages[2]["content"]
+    assert wait_result["type"] == "tool_result"
+    assert letter == {"type": "text", "text": "[message from a] hello b"}
+    proc = start("resume", str(run_dir), "--quiet")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    events = read_events(run_dir / "events.jsonl").events
+    ends = {e["agent"]: e["reason"] for e in events if e["kind"] == "agent_end"}
+    assert ends == {"a": "finished", "b": "finished"}
 
 
 def test_an_in_flight_call_is_reported_interrupted_not_rerun(tmp_path: Path) -> None:
