@@ -21,7 +21,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import anthropic
 import filelock
 import pexpect
 import pydantic
@@ -78,15 +77,15 @@ def _versions() -> dict[str, str]:
     # The libraries' own version attributes, not importlib.metadata: they are imported already,
     # and a metadata lookup scans sys.path (~2 ms each, a fifth of a short replay's setup).
     out = {"python": platform.python_version()}
-    try:
-        out["sim"] = metadata.version("sim")
-    except metadata.PackageNotFoundError:
-        out["sim"] = "not installed"
+    for dist in ("sim", "anthropic"):  # anthropic is imported only by Claude runs
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = "not installed"
     out.update(
         trio=trio.__version__,
         pexpect=pexpect.__version__,
         filelock=filelock.__version__,
-        anthropic=anthropic.__version__,
         pydantic=pydantic.VERSION,
     )
     return out

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,24 @@ def test_done_when_is_checked_before_the_next_turn_in_the_round_modes(
     assert (result.status, result.reason) == ("completed", "done_when")
     assert not (result.run_dir / "workspace/shared/after").exists()
     assert sum(e["kind"] == "round" for e in events_of(result)) == 1
+
+
+def test_an_offline_run_does_not_import_the_anthropic_sdk(tmp_path: Path) -> None:
+    # Importing the SDK takes over a second; only runs with Claude agents should pay it.
+    code = (
+        "import sys, trio\n"
+        "from sim.cli import main\n"
+        "from sim.runner import Run\n"
+        "from pathlib import Path\n"
+        "from sim.scenario import load_scenario\n"
+        "run = Run(load_scenario('scenarios/quickstart.yaml'), runs_dir=Path(sys.argv[1]))\n"
+        "print(trio.run(run.execute).status, 'anthropic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["completed", "False"]
 
 
 def test_no_secret_reaches_the_shell_or_the_run_directory(tmp_path: Path) -> None:

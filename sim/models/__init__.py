@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from sim.errors import RunError, ScenarioError
-from sim.models.anthropic import ClaudeModel, check_ready, open_client
 from sim.models.base import Model, ModelRequest, Reply
 from sim.models.scripted import ScriptedModel, load_policy
 from sim.scenario import AgentConfig, Scenario
 
 __all__ = [
-    "ClaudeModel",
     "Model",
     "ModelRequest",
     "Reply",
@@ -22,6 +22,35 @@ __all__ = [
     "make_model",
     "open_client",
 ]
+
+
+def _claude() -> ModuleType:
+    """The Claude backend, imported on first use: importing the anthropic SDK takes ~1.5 s,
+    which every offline run and every `sim validate` would pay otherwise."""
+    from sim.models import anthropic as claude
+
+    return claude
+
+
+def _has_claude(scenario: Scenario) -> bool:
+    return any(cfg.spec.is_claude for cfg in scenario.expanded_agents())
+
+
+def check_ready(scenario: Scenario, env: Mapping[str, str]) -> None:
+    """RunError, before anything starts, if a Claude scenario cannot run (sim.models.anthropic);
+    nothing to check without Claude agents."""
+    if _has_claude(scenario):
+        _claude().check_ready(scenario, env)
+
+
+@asynccontextmanager
+async def open_client(scenario: Scenario, env: Mapping[str, str]) -> AsyncIterator[Any]:
+    """The run's one AsyncAnthropic, closed afterwards; None when no agent is Claude."""
+    if not _has_claude(scenario):
+        yield None
+        return
+    async with _claude().open_client(scenario, env) as client:
+        yield client
 
 
 def make_model(
@@ -37,7 +66,8 @@ def make_model(
     if spec.is_claude:
         if client is None:
             raise RunError(f"agent {cfg.name}: a Claude model needs the run's Anthropic client")
-        return ClaudeModel(client, model=spec.model, api=scenario.api)
+        model: Model = _claude().ClaudeModel(client, model=spec.model, api=scenario.api)
+        return model
     if spec.model == "scripted":
         policy = load_policy(spec.policy, scenario_dir) if spec.policy else None
         return ScriptedModel(
