@@ -49,7 +49,7 @@ from pathlib import Path
 
 from sim.atime import ReadMarks
 from sim.events import Clobber, EventLog, FileWrite
-from sim.workspace import LOCKS_DIRNAME
+from sim.workspace import LOCKS_DIRNAME, real_path
 
 _HASH_LIMIT = 64 << 20  # bigger files are compared by stat only
 _CHUNK = 1 << 20
@@ -162,7 +162,7 @@ class ClobberDetector:
     def _relative(self, path: Path | str) -> str | None:
         full = Path(path) if Path(path).is_absolute() else self.shared / path
         try:
-            rel = full.resolve().relative_to(self._shared_real)
+            rel = Path(real_path(full)).relative_to(self._shared_real)
         except ValueError:
             return None
         return None if not rel.parts or rel.parts[0] == LOCKS_DIRNAME else str(rel)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim.errors import PathError
-from sim.workspace import Owner, Workspace, new_run_dir
+from sim.workspace import Owner, Workspace, new_run_dir, real_path
 
 
 @pytest.fixture
@@ -210,3 +210,28 @@ def test_confine_works_before_the_directories_exist(tmp_path: Path) -> None:
     assert ws.confine("a", "x.txt") == (tmp_path / "run/workspace/agents/a/x.txt").resolve()
     with pytest.raises(PathError, match="outside your directory"):
         ws.confine("a", "../../../../x.txt")
+
+
+def test_real_path_agrees_with_os_path_realpath(tmp_path: Path) -> None:
+    (tmp_path / "d/e").mkdir(parents=True)
+    (tmp_path / "d/e/f.txt").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "d/e")
+    (tmp_path / "chain").symlink_to("link")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    os.mkfifo(tmp_path / "fifo")  # O_PATH does not open it for reading: no blocking
+    cases = [
+        "d/e/f.txt",
+        "link/f.txt",
+        "chain/f.txt",
+        "link/../e/f.txt",  # `..` after a symlink goes up from where the link led
+        "dangling",
+        "dangling/x",
+        "d/e/new.txt",  # not made yet
+        "d/e/f.txt/",  # a file with a trailing slash
+        "fifo",
+        "/proc/self/root" + str(tmp_path / "link/f.txt"),
+        "",
+    ]
+    for case in cases:
+        path = os.path.join(tmp_path, case)  # a string: pathlib would drop a trailing slash
+        assert real_path(path) == os.path.realpath(path), case
