@@ -282,6 +282,7 @@ class Run:
             agent_names=self.names,
             wall_time=scenario.limits.wall_time - (plan.elapsed if plan else 0.0),
             done_when=scenario.done_when,
+            done_when_timeout=scenario.limits.command_timeout,
             shared_dir=ws.shared,
             env=harness_env,
             max_rounds=scenario.limits.max_rounds,

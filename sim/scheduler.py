@@ -12,8 +12,8 @@ The run stops when every agent has ended, when `wall_time` passes, when `done_wh
 (checked in shared/ after turns), or when `stop()` is called (Ctrl-C). Agents cancelled by the
 stop end with its reason. Under `concurrent`, a watcher checks `done_when` beside the agents
 (checks never overlap, so a burst of turns costs one check). Under the round modes the check
-runs inside the gate, before the next turn may start: "between turns" holds exactly, and a
-run ends at the same turn however slow the machine is.
+runs inside the gate, before the next turn (round_robin) or round (rounds) may start, so a run
+ends after the same turn, or in the same round, however slow the machine is.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import trio
 
 from sim.agent import Agent
 from sim.errors import AuthError
-from sim.events import EventLog, Limit
+from sim.events import Error, EventLog, Limit
 from sim.turns import RoundRobin, Rounds
 
 
@@ -42,6 +42,7 @@ class Scheduler:
         agent_names: list[str],
         wall_time: float,
         done_when: str | None = None,
+        done_when_timeout: float = 30.0,
         shared_dir: Path | None = None,
         env: Mapping[str, str] | None = None,
         max_rounds: int | None = None,
@@ -50,6 +51,7 @@ class Scheduler:
         self.events = events
         self.wall_time = wall_time
         self.done_when = done_when
+        self.done_when_timeout = done_when_timeout
         self.shared_dir = shared_dir
         self.env = dict(env or {})
         gates = {"round_robin": RoundRobin, "rounds": Rounds}
@@ -156,16 +158,28 @@ class Scheduler:
                 await self._done_when_holds()
 
     async def _done_when_holds(self) -> bool:
-        """Run the condition in shared/; if it holds, log it and stop the run."""
+        """Run the condition in shared/; if it holds, log it and stop the run. A check that
+        outlasts `done_when_timeout` (an agent made the file it reads a FIFO, say) is killed
+        and counts as false, logged as an `error`: under the round modes every agent waits
+        for it."""
         assert self.done_when is not None
-        result = await trio.run_process(
-            ["bash", "-c", self.done_when],
-            cwd=self.shared_dir,
-            env=self.env,
-            check=False,
-            capture_stdout=True,
-            capture_stderr=True,
-        )
+        result = None
+        with trio.move_on_after(self.done_when_timeout):
+            result = await trio.run_process(
+                ["bash", "-c", self.done_when],
+                cwd=self.shared_dir,
+                env=self.env,
+                check=False,
+                capture_stdout=True,
+                capture_stderr=True,
+            )
+        if result is None:
+            message = (
+                f"done_when {self.done_when!r} did not finish within {self.done_when_timeout:g} "
+                "s (limits.command_timeout) and was killed; taken as not done"
+            )
+            self.events.emit(Error(error="DoneWhenTimeout", message=message, where="done_when"))
+            return False
         if result.returncode != 0:
             return False
         self.events.emit(Limit(limit="done_when", value=self.done_when))

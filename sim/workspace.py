@@ -232,7 +232,8 @@ class Workspace:
         """The agent's own directory and shared/, resolved, each checked to be a real
         directory (not a symlink to somewhere else)."""
         # Resolved once (it walked a dozen components on every editor call). Should the root
-        # move later, paths under the old real path stop matching: that refuses, never admits.
+        # move later, only paths under its old real path pass (agents cannot move it under
+        # `isolation: users`; without it they run as the harness user and can do anything).
         if self._real_root is None:
             self._real_root = self.root.resolve()
         root = self._real_root

@@ -101,6 +101,24 @@ def test_done_when_is_checked_before_the_next_turn_in_the_round_modes(
     assert sum(e["kind"] == "round" for e in events_of(result)) == 1
 
 
+def test_a_done_when_check_that_hangs_is_killed_and_the_run_goes_on(tmp_path: Path) -> None:
+    # A hostile agent turns the file the condition reads into a FIFO: `grep` then blocks on
+    # opening it. Under round_robin every turn waits for the check, so it must give up.
+    data = scenario_dict(
+        scheduler="round_robin",
+        done_when="grep -q done status",
+        limits={"command_timeout": 1, "wall_time": 20},
+        agents=[
+            {"name": "a", "steps": [{"bash": 'mkfifo "$SIM_SHARED/status"'}, {"finish": "ok"}]}
+        ],
+    )
+    result = run(tmp_path, validate_scenario(data))
+    assert (result.status, result.reason) == ("completed", "all_ended")
+    errors = [e for e in events_of(result) if e["kind"] == "error"]
+    assert errors and {e["where"] for e in errors} == {"done_when"}
+    assert "did not finish within 1 s" in errors[0]["message"]
+
+
 def test_an_offline_run_does_not_import_the_anthropic_sdk(tmp_path: Path) -> None:
     # Importing the SDK takes over a second; only runs with Claude agents should pay it.
     code = (
