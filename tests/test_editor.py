@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
+from sim.errors import PathError, ToolError
+from sim.tools.editor import EditorTool
+from sim.workspace import Workspace
 from tests.conftest import scenario_dict
 from tests.test_scheduler import run_fake
 
@@ -142,3 +149,38 @@ def test_an_agent_cannot_widen_its_directory_by_swapping_it_for_a_symlink(tmp_pa
     ws.agent_dir("a").symlink_to("/")
     with pytest.raises(PathError, match="is no longer a directory"):
         ws.confine("a", "etc/passwd")
+
+
+def _editor_on(tmp_path: Path) -> tuple[Workspace, Any]:
+    ws = Workspace(tmp_path / "run")
+    ws.create(["a"])
+    return ws, SimpleNamespace(agent="a", workspace=ws)  # all that reading and writing use
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_check_leads_nowhere(tmp_path: Path) -> None:
+    # The race an agent's process could win between confine's check and the open: the
+    # editor opens through open_confined, which refuses a symlink on the way.
+    ws, ctx = _editor_on(tmp_path)
+    sub = ws.agent_dir("a") / "sub"
+    sub.mkdir()
+    (sub / "f.txt").write_text("mine")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_text("secret")
+    path = ws.confine("a", "sub/f.txt")  # checked while sub is a real directory
+    sub.rename(sub.with_name("old"))
+    sub.symlink_to(outside)  # then swapped
+    tool = EditorTool()
+    with pytest.raises(PathError):
+        tool._read(ctx, path)
+    with pytest.raises(PathError):
+        tool._replace(ctx, path, "overwritten", create_dirs=False)
+    assert (outside / "f.txt").read_text() == "secret"
+    assert list(outside.iterdir()) == [outside / "f.txt"]  # no temporary file left there
+
+
+def test_a_fifo_is_refused_without_hanging_the_harness(tmp_path: Path) -> None:
+    ws, ctx = _editor_on(tmp_path)
+    os.mkfifo(ws.agent_dir("a") / "pipe")
+    with pytest.raises(ToolError, match="not a regular file"):
+        EditorTool()._read(ctx, ws.confine("a", "pipe"))

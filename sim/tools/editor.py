@@ -7,7 +7,9 @@ Paths are absolute, or relative to the agent's shell's current directory, and mu
 the agent's own directory or shared/ (`Workspace.confine`). A write to a file under shared/
 holds that file's lock for the write (the same lock the `lock` tool and `flock` take; if the
 agent holds it already, the write just goes ahead) and is logged as `file_write`. Writes go to
-a temporary file that replaces the target, so another agent never reads half a file.
+a temporary file that replaces the target, so another agent never reads half a file. Every
+read and write goes through `Workspace.open_confined` and directory descriptors, never a bare
+path: an agent's process cannot swap a directory for a symlink between check and use.
 
 Files are read and written in the trio thread: they are small text files, capped at
 `_MAX_FILE_BYTES`, and a thread hop per edit would cost more than the I/O.
@@ -15,8 +17,10 @@ Files are read and written in the trio thread: they are small text files, capped
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +56,7 @@ class EditorTool:
         raw_path = require_str(args, "path", NAME)
         path = self._resolve(ctx, raw_path)
         if command == "view":
-            shown = self._view(path, args.get("view_range"))
+            shown = self._view(ctx, path, args.get("view_range"))
             if ctx.clobbers is not None and path.is_file():
                 ctx.clobbers.saw(ctx.agent, path)  # what it saw, a later edit builds on
             return ToolOutput(self._clip(ctx, shown))
@@ -86,22 +90,33 @@ class EditorTool:
                 )
         return path
 
-    def _read(self, path: Path) -> str:
+    def _read(self, ctx: ToolContext, path: Path) -> str:
+        # Opened through open_confined, not by path: an agent's process could swap a directory
+        # on the way for a symlink between confine's check and the open (the harness may be
+        # root, under `isolation: users`).
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size > _MAX_FILE_BYTES:
-                    raise ToolError(
-                        f"{path} is {size} bytes, too large for the editor (at most "
-                        f"{_MAX_FILE_BYTES}); use bash (head, grep, sed) to look at parts of it"
-                    )
-                data = f.read()
+            # O_NONBLOCK: a FIFO put where a file was must not hang the harness on open.
+            fd = ctx.workspace.open_confined(ctx.agent, str(path), os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             raise ToolError(f"{path} does not exist; create it with the create command") from None
-        except IsADirectoryError:
-            raise _Directory(f"{path} is a directory; view it, or give a file path") from None
         except OSError as exc:
             raise ToolError(f"cannot read {path}: {exc.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise _Directory(f"{path} is a directory; view it, or give a file path")
+            raise ToolError(f"{path} is not a regular file (a FIFO, a device?); use bash")
+        with os.fdopen(fd, "rb") as f:
+            if st.st_size > _MAX_FILE_BYTES:
+                raise ToolError(
+                    f"{path} is {st.st_size} bytes, too large for the editor (at most "
+                    f"{_MAX_FILE_BYTES}); use bash (head, grep, sed) to look at parts of it"
+                )
+            try:
+                data = f.read(_MAX_FILE_BYTES + 1)
+            except OSError as exc:
+                raise ToolError(f"cannot read {path}: {exc.strerror}") from None
         if b"\0" in data:
             raise ToolError(f"{path} is a binary file; the editor edits text files only")
         return data.decode("utf-8", errors="replace")
@@ -115,34 +130,56 @@ class EditorTool:
         `read_first` is False for `create`, a blind write of new content."""
         rel = ctx.workspace.shared_relative(path)
         if rel is None:
-            self._replace(path, text, create_dirs)
+            self._replace(ctx, path, text, create_dirs)
             return
         async with ctx.locks.holding(ctx.agent, rel, park=ctx.park):
             if ctx.clobbers is None:
-                self._replace(path, text, create_dirs)
+                self._replace(ctx, path, text, create_dirs)
                 ctx.events.emit(
                     FileWrite(path=rel, bytes=path.stat().st_size, locked=True, via="editor"),
                     ctx.agent,
                 )
             else:
                 with ctx.clobbers.editing(ctx.agent, path, read_first=read_first):
-                    self._replace(path, text, create_dirs)
+                    self._replace(ctx, path, text, create_dirs)
 
-    def _replace(self, path: Path, text: str, create_dirs: bool) -> None:
-        if create_dirs:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        elif not path.parent.is_dir():
-            raise ToolError(f"directory {path.parent} does not exist")
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    def _replace(self, ctx: ToolContext, path: Path, text: str, create_dirs: bool) -> None:
+        """Write `text` to a new file beside `path`, then rename it over `path`. Both go through
+        open_confined and the directory's descriptor, never a path, so a symlink swapped in
+        meanwhile cannot lead the write outside (see `_read`). New files and directories
+        belong to the agent under `isolation: users`."""
+        ws, agent = ctx.workspace, ctx.agent
+        tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
         try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            fd = ws.open_confined(
+                agent,
+                str(path.parent / tmp),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL,
+                0o666,
+                parents=create_dirs,
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            raise ToolError(f"directory {path.parent} does not exist") from None
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            dfd = ws.open_confined(agent, str(path.parent), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                try:  # an edit keeps the file's mode; a new file has what open_confined gave
+                    st = os.stat(path.name, dir_fd=dfd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        os.fchmod(f.fileno(), st.st_mode & 0o7777)
+                except FileNotFoundError:
+                    pass
                 f.write(text)
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+                f.flush()
+                os.replace(tmp, path.name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dfd)
+                if isinstance(exc, IsADirectoryError):
+                    raise ToolError(f"{path} is a directory; give a file path") from None
+                raise
+            finally:
+                os.close(dfd)
 
     def _clip(self, ctx: ToolContext, text: str) -> str:
         cap = ctx.limits.max_output_bytes
@@ -155,9 +192,9 @@ class EditorTool:
 
     # -- commands -------------------------------------------------------------------------
 
-    def _view(self, path: Path, view_range: Any) -> str:
+    def _view(self, ctx: ToolContext, path: Path, view_range: Any) -> str:
         try:
-            lines = _lines(self._read(path))
+            lines = _lines(self._read(ctx, path))
         except _Directory:
             if view_range is not None:
                 raise ToolError("view_range applies to files, not directories") from None
@@ -201,7 +238,7 @@ class EditorTool:
             raise ToolError(f"{NAME} str_replace needs `new_str` as a string (got {new!r})")
         if not old:
             raise ToolError("old_str is empty; give the exact text to replace")
-        text = self._read(path)
+        text = self._read(ctx, path)
         count = text.count(old)
         if count == 0:
             raise ToolError(
@@ -226,7 +263,7 @@ class EditorTool:
         new = args.get("insert_text", args.get("new_str"))
         if not isinstance(new, str):
             raise ToolError(f"{NAME} insert needs `insert_text` as a string (got {new!r})")
-        parts = self._read(path).split("\n")
+        parts = self._read(ctx, path).split("\n")
         lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
         if isinstance(line, bool) or not isinstance(line, int) or not 0 <= line <= len(lines):
             raise ToolError(
