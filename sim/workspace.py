@@ -100,6 +100,7 @@ class Workspace:
         self.scenario_path = run_dir / "scenario.yaml"
         self.owners: dict[str, Owner] = {}  # set by sim.isolation under `isolation: users`
         self._real_root: Path | None = None
+        self._allowed_dirs: dict[str, tuple[Path, Path]] = {}
 
     def create(self, agent_names: list[str]) -> None:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -234,14 +235,15 @@ class Workspace:
         # Resolved once (it walked a dozen components on every editor call). Should the root
         # move later, only paths under its old real path pass (agents cannot move it under
         # `isolation: users`; without it they run as the harness user and can do anything).
-        if self._real_root is None:
-            self._real_root = self.root.resolve()
-        root = self._real_root
+        # The Path objects are made once per agent too: pathlib's joins were a third of it.
+        dirs = self._allowed_dirs.get(agent)
+        if dirs is None:
+            if self._real_root is None:
+                self._real_root = self.root.resolve()
+            root = self._real_root
+            dirs = self._allowed_dirs[agent] = (root / "agents" / agent, root / "shared")
         out = []
-        for path, what in (
-            (root / "agents" / agent, "your directory"),
-            (root / "shared", "shared/"),
-        ):
+        for path, what in zip(dirs, ("your directory", "shared/"), strict=True):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:  # not made yet: nothing in it can lead elsewhere

@@ -114,7 +114,7 @@ class EditorTool:
                     f"{_MAX_FILE_BYTES}); use bash (head, grep, sed) to look at parts of it"
                 )
             try:
-                data = f.read(_MAX_FILE_BYTES + 1)
+                data = f.read()
             except OSError as exc:
                 raise ToolError(f"cannot read {path}: {exc.strerror}") from None
         if b"\0" in data:
