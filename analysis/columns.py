@@ -227,12 +227,6 @@ FRAMES: dict[str, Frame] = {
 }
 
 
-def empty(name: str) -> pd.DataFrame:
-    """A frame with no rows and the documented columns and dtypes."""
-    spec = FRAMES[name]
-    return pd.DataFrame({col: pd.Series([], dtype=dtype) for col, dtype, _ in spec.columns})
-
-
 def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:
     """Exactly the documented columns of frame `name`, in order, with their dtypes.
 

@@ -88,6 +88,28 @@ def wanted_modes(attrs: list[Any]) -> list[Any]:
     return new
 
 
+def foreground(fd: int) -> int:
+    """The terminal's foreground process group (bash's pid when bash itself is); -1 if the
+    terminal is gone."""
+    try:
+        return os.tcgetpgrp(fd)
+    except OSError:
+        return -1
+
+
+def stderr_lost(pid: int | None) -> bool:
+    """Is bash's own stderr, where its prompts go, no longer its terminal (fd 255)?"""
+    proc = f"/proc/{pid}/fd/"
+    try:
+        tty = os.stat(proc + "255").st_rdev
+    except OSError:
+        return False  # no handle to repair it with
+    try:
+        return os.stat(proc + "2").st_rdev != tty
+    except OSError:
+        return True  # `exec 2>&-`
+
+
 def session_members(sid: int) -> set[int]:
     """Live (non-zombie) processes whose session id is `sid`, from /proc/*/stat. os.open and
     os.read, not open(): this runs over every process on the machine (~20 µs each here)."""

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sim.budget import usage_tokens
 from sim.events import read_events
 
 
@@ -31,16 +32,7 @@ def _from_log(run_dir: Path) -> tuple[float | None, int]:
     tokens = 0
     for e in events:
         if e["kind"] == "model_response":
-            usage = e.get("usage") or {}
-            tokens += sum(
-                int(usage.get(k) or 0)
-                for k in (
-                    "input_tokens",
-                    "output_tokens",
-                    "cache_read_input_tokens",
-                    "cache_creation_input_tokens",
-                )
-            )
+            tokens += usage_tokens(e.get("usage") or {})
     return (events[-1]["t"] if events else None), tokens
 
 

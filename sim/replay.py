@@ -21,7 +21,7 @@ from typing import Any
 
 from sim.errors import RunError
 from sim.events import read_events
-from sim.models import check_ready, make_model
+from sim.models import make_model
 from sim.models.base import Model
 from sim.models.replay import ForkModel, ReplayModel
 from sim.recording import Recording, load_recording
@@ -165,8 +165,6 @@ async def resimulate(
     recording = load_recording(source)
     scenario = recording.scenario
     limits = fork_turns(recording, *until) if until else {}
-    if live:
-        check_ready(scenario, env or {})  # live Claude agents need a key; replay does not
 
     meta_dir = recording.meta.get("scenario_dir")
     scenario_dir = Path(meta_dir) if meta_dir else None

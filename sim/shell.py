@@ -34,7 +34,9 @@ import trio
 
 from sim._pty import Capture as _Capture
 from sim._pty import Timer as _Timer
+from sim._pty import foreground as _foreground
 from sim._pty import kill_session as _kill_session
+from sim._pty import stderr_lost as _stderr_lost
 from sim._pty import wanted_modes as _wanted_modes
 from sim.errors import ShellError
 
@@ -237,14 +239,14 @@ class Shell:
             ev = await self._wait_end(cap, trio.current_time(), ps2=False)
         if ev is None:
             timed_out = True
-            if self._stderr_lost() and self._foreground() == self.pid:
+            if _stderr_lost(self.pid) and _foreground(self._fd) == self.pid:
                 # `exec 2>/dev/null` sent the prompts away: bash may well be idle. ^C stops a
                 # `read` or builtin loop, if any; then a line sets stderr back.
                 await self._write(b"\x03")
                 await trio.sleep(_SETTLE)
             else:
                 ev = await self._interrupt(cap)
-            if ev is None and self._stderr_lost():
+            if ev is None and _stderr_lost(self.pid):
                 await self._write(_REPAIR)
                 ev = await self._wait_end(cap, trio.current_time() + 1.0, ps2=False)
                 note = _REDIRECTED if ev is not None and ev[0] == "done" else ""
@@ -270,25 +272,6 @@ class Shell:
         elif not timed_out:
             code = ev[1]
         return ev, code, timed_out, restarted, note
-
-    def _foreground(self) -> int:
-        """The terminal's foreground process group; bash's pid when bash itself is."""
-        try:
-            return os.tcgetpgrp(self._fd)
-        except OSError:
-            return -1
-
-    def _stderr_lost(self) -> bool:
-        """Is bash's own stderr, where its prompts go, no longer its terminal (fd 255)?"""
-        proc = f"/proc/{self.pid}/fd/"
-        try:
-            tty = os.stat(proc + "255").st_rdev
-        except OSError:
-            return False  # no handle to repair it with
-        try:
-            return os.stat(proc + "2").st_rdev != tty
-        except OSError:
-            return True  # `exec 2>&-`
 
     def _line(self, command: str) -> bytes:
         try:
@@ -411,7 +394,7 @@ class Shell:
                 return None
             sent_ctrl_c = False
             for sig, grace in _ESCALATION:
-                fg = self._foreground()
+                fg = _foreground(self._fd)
                 if fg in (self._proc.pid, -1):
                     await self._write(b"\x03")
                     sent_ctrl_c = True

@@ -229,6 +229,11 @@ class Workspace:
                 ) from exc
             raise
 
+    def _resolved_root(self) -> Path:
+        if self._real_root is None:
+            self._real_root = self.root.resolve()
+        return self._real_root
+
     def _allowed(self, agent: str) -> tuple[Path, Path]:
         """The agent's own directory and shared/, resolved, each checked to be a real
         directory (not a symlink to somewhere else)."""
@@ -238,9 +243,7 @@ class Workspace:
         # The Path objects are made once per agent too: pathlib's joins were a third of it.
         dirs = self._allowed_dirs.get(agent)
         if dirs is None:
-            if self._real_root is None:
-                self._real_root = self.root.resolve()
-            root = self._real_root
+            root = self._resolved_root()
             dirs = self._allowed_dirs[agent] = (root / "agents" / agent, root / "shared")
         out = []
         for path, what in zip(dirs, ("your directory", "shared/"), strict=True):
@@ -259,8 +262,8 @@ class Workspace:
 
     def shared_relative(self, path: Path) -> str | None:
         """The path relative to shared/ if it is inside shared/, else None."""
-        shared = self.shared.resolve()
-        resolved = path.resolve()
+        shared = self._resolved_root() / "shared"
+        resolved = Path(real_path(path))
         if resolved.is_relative_to(shared):
             return str(resolved.relative_to(shared))
         return None

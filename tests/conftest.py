@@ -116,6 +116,20 @@ def counter_only_file(tmp_path: Path, overrides: list[str] | None = None) -> Pat
     return path
 
 
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m sim ARGS` from the repository root, run to the end."""
+    return subprocess.run(
+        [sys.executable, "-m", "sim", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def sim_cli(*args: str, **kw: Any) -> subprocess.Popen[str]:
     """`python -m sim ARGS` from the repository root, output captured as text."""
     return subprocess.Popen(

@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from matplotlib.image import imread
 
 from sim.runner import Run
 from sim.scenario import validate_scenario
-from tests.analysis_runs import ROOT, real_run
-from tests.conftest import scenario_dict
+from tests.analysis_runs import real_run
+from tests.conftest import run_cli, scenario_dict
 from tests.synthetic import write_run
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -28,13 +27,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A synthetic run with every kind of event, and its report made through the CLI."""
     run_dir = write_run(tmp_path_factory.mktemp("runs"), agents=6, turns=30, seed=5, name="r")
     out = run_dir.parent / "out" / "report.html"
-    proc = subprocess.run(
-        [sys.executable, "-m", "sim", "report", str(run_dir), "-o", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli("report", str(run_dir), "-o", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     return run_dir, out
@@ -56,13 +49,7 @@ def test_report_embeds_every_plot_and_every_agent(reported: tuple[Path, Path]) -
 
 def test_report_of_a_real_run_defaults_into_the_run_directory(tmp_path: Path) -> None:
     run_dir = real_run(tmp_path, "quickstart")
-    proc = subprocess.run(
-        [sys.executable, "-m", "sim", "report", str(run_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli("report", str(run_dir), timeout=300)
     assert proc.returncode == 0, proc.stderr
     html = (run_dir / "report.html").read_text()
     assert "cat section.md &gt;&gt; &quot;$SIM_SHARED/report.md&quot;" in html
@@ -71,13 +58,7 @@ def test_report_of_a_real_run_defaults_into_the_run_directory(tmp_path: Path) ->
 
 
 def test_report_of_a_missing_run_is_one_clear_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "sim", "report", str(tmp_path / "nope")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("report", str(tmp_path / "nope"))
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "no such run directory" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -15,6 +15,7 @@ import trio
 from sim.events import read_events
 from sim.runner import Run, RunResult
 from sim.scenario import load_scenario
+from tests.conftest import run_cli
 from tests.fake_anthropic import FakeAnthropic, bash, edit, finish, tool_use, turn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -171,14 +172,7 @@ def test_the_key_reaches_no_shell_and_no_file_of_the_run(tmp_path: Path) -> None
     path.write_text(json.dumps(scenario))
     with FakeAnthropic(scripts, key=secret) as api:
         env = dict(os.environ, ANTHROPIC_API_KEY=secret, ANTHROPIC_BASE_URL=api.base_url)
-        proc = subprocess.run(
-            [sys.executable, "-m", "sim", "run", str(path), "--quiet", "--runs-dir", str(tmp_path)],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        proc = run_cli("run", str(path), "--quiet", "--runs-dir", str(tmp_path), env=env)
     assert proc.returncode == 0, proc.stderr
     assert secret not in proc.stdout + proc.stderr
     run_dir = Path(proc.stdout.strip())

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from sim.events import read_events
 from sim.models.base import ModelRequest, Reply
 from sim.runner import Run
 from sim.scenario import AgentConfig, validate_scenario
+from tests.conftest import run_cli
 from tests.realrun import (
     as_nobody,
     needs_cgroup,
@@ -156,14 +155,7 @@ def _probe_harness_env(isolation: str, runs: Path) -> tuple[str, Path]:
     path = runs / "s.yaml"
     path.write_text(yaml.safe_dump(data))
     env = {**os.environ, "ANTHROPIC_API_KEY": SECRET, "SIM_TEST_TOKEN": SECRET}
-    done = subprocess.run(
-        [sys.executable, "-m", "sim", "run", str(path), "--runs-dir", str(runs), "--quiet"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_cli("run", str(path), "--runs-dir", str(runs), "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     run_dir = Path(done.stdout.strip().splitlines()[-1])
     events = read_events(run_dir / "events.jsonl").events

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import yaml
 from sim.events import read_events
 from sim.runner import Run
 from sim.scenario import validate_scenario
-from tests.conftest import counter_only, scenario_dict
+from tests.conftest import counter_only, run_cli, scenario_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,12 +26,6 @@ def record(tmp_path: Path, scenario: Any) -> Path:
     return trio.run(main)
 
 
-def sim(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sim", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-
-
 def counter_race(tmp_path: Path) -> Path:
     scenario = counter_only(
         ["scheduler=round_robin", "agents.0.replicas=3", "agents.0.params.times=3"]
@@ -43,7 +35,7 @@ def counter_race(tmp_path: Path) -> Path:
 
 def test_deterministic_run_replays_with_no_divergence(tmp_path: Path) -> None:
     source = counter_race(tmp_path)
-    proc = sim("replay", str(source), "--quiet")
+    proc = run_cli("replay", str(source), "--quiet")
     assert proc.returncode == 0, proc.stderr
     new_dir = Path(proc.stdout.strip())
     assert new_dir != source and (new_dir / "events.jsonl").exists()
@@ -71,7 +63,7 @@ def test_a_planted_divergence_is_found_and_reported(tmp_path: Path) -> None:
     data = yaml.safe_load((source / "scenario.yaml").read_text())
     data["workspace"]["shared"]["data.txt"] = "pears\n"
     (source / "scenario.yaml").write_text(yaml.safe_dump(data))
-    proc = sim("replay", str(source))
+    proc = run_cli("replay", str(source))
     assert proc.returncode == 3, proc.stderr
     assert "1 divergence(s)" in proc.stdout and "agent a, turn 1" in proc.stdout
     assert "-apples" in proc.stdout and "+pears" in proc.stdout
@@ -87,7 +79,7 @@ def test_a_planted_divergence_is_found_and_reported(tmp_path: Path) -> None:
 def test_playback_prints_the_recording_without_running_anything(tmp_path: Path) -> None:
     source = counter_race(tmp_path)
     before = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    proc = sim("replay", "--playback", "--speed", "0", str(source))
+    proc = run_cli("replay", "--playback", "--speed", "0", str(source))
     assert proc.returncode == 0, proc.stderr
     assert "counter-1" in proc.stdout and '$ cat "$SIM_SHARED/counter.txt"' in proc.stdout
     assert "run ended: completed" in proc.stdout
@@ -96,21 +88,21 @@ def test_playback_prints_the_recording_without_running_anything(tmp_path: Path) 
 
 def test_fork_replays_then_goes_live(tmp_path: Path) -> None:
     source = counter_race(tmp_path)
-    proc = sim("replay", str(source), "--until", "counter-2:5", "--then", "live", "--quiet")
+    proc = run_cli("replay", str(source), "--until", "counter-2:5", "--then", "live", "--quiet")
     assert proc.returncode == 0, proc.stderr
     new_dir = Path(proc.stdout.strip())
     assert (new_dir / "workspace/shared/counter.txt").read_text().strip() == "9"
-    proc = sim("replay", str(source), "--until", "nobody:1", "--then", "live")
+    proc = run_cli("replay", str(source), "--until", "nobody:1", "--then", "live")
     assert proc.returncode == 2 and "no agent named 'nobody'" in proc.stderr
 
 
 def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
     source = counter_race(tmp_path)
-    proc = sim("show", str(source), "--agent", "counter-2", "--kind", "tool_call")
+    proc = run_cli("show", str(source), "--agent", "counter-2", "--kind", "tool_call")
     assert proc.returncode == 0
     lines = proc.stdout.strip().splitlines()
     assert lines and all("counter-2" in line for line in lines)
     assert sum("] lock counter.txt" in line for line in lines) == 3
-    listing = sim("runs", "--runs-dir", str(tmp_path / "runs"))
+    listing = run_cli("runs", "--runs-dir", str(tmp_path / "runs"))
     assert source.name in listing.stdout and "counter_race" in listing.stdout
     assert "completed" in listing.stdout

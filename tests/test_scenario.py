@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,7 +7,7 @@ import yaml
 
 from sim.errors import ScenarioError
 from sim.scenario import load_scenario, validate_scenario
-from tests.conftest import scenario_dict
+from tests.conftest import run_cli, scenario_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,9 +109,7 @@ def test_overrides_apply_and_validate(tmp_path: Path) -> None:
 def test_cli_validate_and_schema_exit_codes(tmp_path: Path) -> None:
     good = write(tmp_path, scenario_dict(), "good.yaml")
     bad = write(tmp_path, {"name": "x", "agents": [{"name": "A!", "steps": []}]}, "bad.yaml")
-    run = lambda *a: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "sim", *a], capture_output=True, text=True, cwd=ROOT
-    )
+    run = run_cli
     ok = run("validate", str(good))
     assert ok.returncode == 0 and "ok" in ok.stdout
     err = run("validate", str(bad))

@@ -36,7 +36,6 @@ class ReplayModel:
     def __init__(self, agent: str, responses: list[dict[str, Any]]) -> None:
         self._agent = agent
         self._by_turn = {int(e["turn"]): e for e in responses}
-        self.last_turn = max(self._by_turn, default=0)
 
     async def respond(self, request: ModelRequest) -> Reply:
         event = self._by_turn.get(request.turn)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sim.budget import usage_tokens
 from sim.models.base import Message
 
 _CHARS_PER_TOKEN = 3.0
@@ -65,15 +66,7 @@ class ContextTrimmer:
 
     def observe(self, usage: dict[str, Any], sent_messages: int) -> None:
         """Record the exact size the API reported for the request just sent and its reply."""
-        self._known_tokens = sum(
-            int(usage.get(k) or 0)
-            for k in (
-                "input_tokens",
-                "cache_creation_input_tokens",
-                "cache_read_input_tokens",
-                "output_tokens",
-            )
-        )
+        self._known_tokens = usage_tokens(usage)
         self._known_messages = sent_messages + 1  # the reply is appended next
 
     def _old_results(self, messages: list[Message]) -> list[dict[str, Any]]:

@@ -136,7 +136,7 @@ class EditorTool:
             if ctx.clobbers is None:
                 self._replace(ctx, path, text, create_dirs)
                 ctx.events.emit(
-                    FileWrite(path=rel, bytes=path.stat().st_size, locked=True, via="editor"),
+                    FileWrite(path=rel, bytes=len(text.encode()), locked=True, via="editor"),
                     ctx.agent,
                 )
             else:
