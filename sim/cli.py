@@ -170,15 +170,14 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
             f"the log's last line was torn by the crash and was dropped: {plan.torn_line[:120]!r}",
             file=sys.stderr,
         )
-    scenario_dir = plan.run_dir / "scenario.yaml"
-    meta_dir = json.loads((plan.run_dir / "meta.json").read_text()).get("scenario_dir")
+    meta_dir = plan.meta.get("scenario_dir")  # where the policies beside the scenario are
     view = LiveView(console, enabled=console.is_terminal and not args.quiet)
 
     async def main() -> RunResult:
         run = Run(
             plan.scenario,
             runs_dir=plan.run_dir.parent,
-            scenario_dir=Path(meta_dir) if meta_dir else scenario_dir.parent,
+            scenario_dir=Path(meta_dir) if meta_dir else plan.run_dir,
             env=_harness_env(),
             resume=plan,
             on_start=lambda run: view.attach(run.tally, f"resumed {plan.run_dir.name}"),

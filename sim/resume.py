@@ -49,6 +49,7 @@ class ResumePlan:
     events: list[Event]
     torn_line: str | None
     agents: dict[str, AgentResume]
+    meta: dict[str, Any] = field(default_factory=dict)  # meta.json; {} if the crash came first
 
     @property
     def next_seq(self) -> int:
@@ -155,4 +156,6 @@ def plan_resume(run_dir: Path) -> ResumePlan:
         )
         for cfg in recording.scenario.expanded_agents()
     }
-    return ResumePlan(run_dir, recording.scenario, recording.events, recording.torn_line, agents)
+    return ResumePlan(
+        run_dir, recording.scenario, recording.events, recording.torn_line, agents, recording.meta
+    )

@@ -22,15 +22,12 @@ from sim.runner import Run
 from sim.scenario import validate_scenario
 from tests.analysis_runs import ROOT, counter_race, real_run
 from tests.conftest import scenario_dict
+from tests.realrun import of
 from tests.synthetic import write_run
 
 
 def raw(run_dir: Path) -> list[dict[str, Any]]:
     return read_events(run_dir / "events.jsonl").events
-
-
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind]
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.fake_anthropic import (
     tool_use,
     turn,
 )
+from tests.realrun import of
 
 MODEL = "claude-sonnet-5-5"
 
@@ -61,10 +62,6 @@ def run(
 
     result = trio.run(main)
     return result, read_events(result.run_dir / "events.jsonl").events
-
-
-def of(events: list[dict[str, Any]], kind: str, agent: str | None = None) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind and (agent is None or e["agent"] == agent)]
 
 
 def last_results(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from sim.events import read_events
 from sim.runner import Run
 from sim.scenario import validate_scenario
 from tests.conftest import FakeShell, scenario_dict
+from tests.realrun import of, steps
 
 SHELLS: list[FakeShell] = []
 
@@ -36,14 +37,6 @@ def run_policy(tmp_path: Path, data: dict[str, Any]) -> tuple[list[dict[str, Any
     run_dir = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
     ran = [c for shell in SHELLS for c in shell.commands]
     return read_events(run_dir / "events.jsonl").events, ran
-
-
-def steps(*commands: str) -> list[dict[str, str]]:
-    return [*({"bash": c} for c in commands), {"finish": "done"}]
-
-
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind]
 
 
 def test_denied_command_never_runs_and_the_model_is_told_the_rule(tmp_path: Path) -> None:

@@ -13,13 +13,10 @@ from hypothesis import strategies as st
 from sim.errors import ScenarioError
 from sim.scenario import validate_scenario
 from tests.conftest import scenario_dict
+from tests.realrun import of
 from tests.test_scheduler import ends, run_fake
 
 SLEEPS = [{"bash": "sleep 1"}, {"bash": "sleep 1"}, {"finish": "ok"}]
-
-
-def of(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [e for e in events if e["kind"] == kind]
 
 
 def test_rounds_let_every_agent_act_once_per_round_at_the_same_time(tmp_path: Path) -> None:
