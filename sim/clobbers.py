@@ -87,7 +87,7 @@ class ClobberDetector:
         self, shared: Path, events: EventLog, lock_holder: Callable[[str], str | None]
     ) -> None:
         self.shared = shared
-        self._shared_real = shared.resolve()
+        self._shared_real = real_path(shared) + "/"
         self._events = events
         self._lock_holder = lock_holder
         self._files: dict[str, _File] = {}
@@ -160,12 +160,12 @@ class ClobberDetector:
     # -- scanning -------------------------------------------------------------------------------
 
     def _relative(self, path: Path | str) -> str | None:
-        full = Path(path) if Path(path).is_absolute() else self.shared / path
-        try:
-            rel = Path(real_path(full)).relative_to(self._shared_real)
-        except ValueError:
+        # Strings, not pathlib: this runs on every editor call.
+        real = real_path(os.path.join(self.shared, path))  # join keeps an absolute path
+        if not real.startswith(self._shared_real):
             return None
-        return None if not rel.parts or rel.parts[0] == LOCKS_DIRNAME else str(rel)
+        rel = real[len(self._shared_real) :]
+        return None if not rel or rel.split("/", 1)[0] == LOCKS_DIRNAME else rel
 
     def _walk(
         self, directory: Path | None = None, prefix: str = ""

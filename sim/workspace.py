@@ -99,8 +99,8 @@ class Workspace:
         self.meta_path = run_dir / "meta.json"
         self.scenario_path = run_dir / "scenario.yaml"
         self.owners: dict[str, Owner] = {}  # set by sim.isolation under `isolation: users`
-        self._real_root: Path | None = None
-        self._allowed_dirs: dict[str, tuple[Path, Path]] = {}
+        self._real_root: str | None = None
+        self._allowed_dirs: dict[str, tuple[str, str]] = {}
 
     def create(self, agent_names: list[str]) -> None:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -136,30 +136,39 @@ class Workspace:
         `path` is absolute, or relative to `cwd` (the agent's shell cwd; default its own
         directory). Every symlink is resolved before the check, so `..`, a link to outside,
         a linked parent directory, `/proc/self/root/...` and the like are escapes wherever
-        they lead outside; so is a path into another agent's directory. The two allowed
-        directories must themselves be real directories: an agent that swaps its own
-        directory for a symlink gains nothing.
+        they lead outside; so is a path into another agent's directory. The check compares
+        real paths, so an agent that swaps its own directory for a symlink gains nothing.
 
         The answer holds when given: a process of the agent may swap a directory for a
         symlink a moment later. To act on the file, use `open_confined`, which re-checks
         every component as it opens them."""
+        return Path(self._confine(agent, path, cwd)[0])
+
+    def _confine(
+        self, agent: str, path: str, cwd: Path | str | None, *, checked: bool = False
+    ) -> tuple[str, str]:
+        """(the real path, the allowed directory it lies in). Strings, not pathlib: this runs
+        on every editor call, and pathlib's parsing was most of its cost. `checked`: `path`
+        is one that `confine` returned, so it is not resolved again."""
         own, shared = self._allowed(agent)
         if "\0" in path:
             raise PathError(f"{path!r} contains a NUL byte, which no file name can hold")
-        base = Path(cwd) if cwd is not None else own
-        try:
-            resolved = Path(real_path(base / path))
-        except (OSError, ValueError) as exc:
-            raise PathError(f"{path!r} cannot be resolved ({exc})") from exc
-        for allowed in (own, shared):
-            if resolved == allowed or resolved.is_relative_to(allowed):
-                return resolved
+        real = path
+        if not checked:
+            try:
+                real = real_path(os.path.join(own if cwd is None else cwd, path))
+            except (OSError, ValueError) as exc:
+                raise PathError(f"{path!r} cannot be resolved ({exc})") from exc
+        for top in (own, shared):
+            if real.startswith(top) and real[len(top) : len(top) + 1] in ("", "/"):
+                return real, top
+        self._check_allowed_dirs(agent)  # a swapped directory explains the refusal best
         where = f"outside your directory ({own}) and the shared directory ({shared})"
-        agents = self.agents_root.resolve()
-        if resolved.is_relative_to(agents) and resolved != agents:
-            other = resolved.relative_to(agents).parts[0]
+        agents = os.path.join(self._resolved_root(), "agents", "")
+        if real.startswith(agents) and len(real) > len(agents):
+            other = real[len(agents) :].split("/")[0]
             where = f"in agent {other}'s directory, {where}"
-        raise PathError(f"{path!r} resolves to {resolved}, {where}; use a path inside one of those")
+        raise PathError(f"{path!r} resolves to {real}, {where}; use a path inside one of those")
 
     def open_confined(
         self,
@@ -170,20 +179,24 @@ class Workspace:
         cwd: Path | None = None,
         *,
         parents: bool = False,
+        checked: bool = False,
     ) -> int:
         """`confine`, then open the file and return its descriptor, without a race: from the
         allowed directory down, each component is opened with O_NOFOLLOW, so a symlink put in
         after the check fails the open (PathError) instead of leading out. `parents=True`
-        makes missing directories. Files and directories made here belong to the agent under
+        makes missing directories. `checked=True` says `path` came from `confine` (or is a
+        plain name inside such a path) and need not be resolved again: the walk is what
+        makes the open safe. Files and directories made here belong to the agent under
         `isolation: users` (see `owners`). Other OSErrors (no such file...) propagate."""
-        resolved = self.confine(agent, path, cwd)
-        own, shared = self._allowed(agent)
-        top = own if resolved.is_relative_to(own) else shared
-        parts = resolved.relative_to(top).parts
+        resolved, top = self._confine(agent, path, cwd, checked=checked)
+        in_shared = top == self._allowed(agent)[1]
+        parts = resolved[len(top) + 1 :].split("/") if len(resolved) > len(top) else []
+        if any(part in ("", ".", "..") for part in parts):  # never in a resolved path
+            raise PathError(f"{path!r} is not a resolved path (it has '.', '..' or '//')")
         owner = self.owners.get(agent)
-        gid = (owner.gid if top == own else owner.shared_gid) if owner else -1
+        gid = (owner.shared_gid if in_shared else owner.gid) if owner else -1
         dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = self._open_step(str(top), dir_flags, 0, None, path)
+        fd = self._open_step(top, dir_flags, 0, None, path)
         try:
             for part in parts[:-1]:
                 try:
@@ -194,7 +207,7 @@ class Workspace:
                     os.mkdir(part, 0o777, dir_fd=fd)
                     if owner is not None:
                         os.chown(part, owner.uid, gid, dir_fd=fd, follow_symlinks=False)
-                        os.chmod(part, 0o2770 if top == shared else 0o700, dir_fd=fd)
+                        os.chmod(part, 0o2770 if in_shared else 0o700, dir_fd=fd)
                     step = self._open_step(part, dir_flags, 0, fd, path)
                 os.close(fd)
                 fd = step
@@ -229,41 +242,40 @@ class Workspace:
                 ) from exc
             raise
 
-    def _resolved_root(self) -> Path:
+    def _resolved_root(self) -> str:
         if self._real_root is None:
-            self._real_root = self.root.resolve()
+            self._real_root = real_path(self.root)
         return self._real_root
 
-    def _allowed(self, agent: str) -> tuple[Path, Path]:
-        """The agent's own directory and shared/, resolved, each checked to be a real
-        directory (not a symlink to somewhere else)."""
+    def _allowed(self, agent: str) -> tuple[str, str]:
+        """The real paths of the agent's own directory and of shared/."""
         # Resolved once (it walked a dozen components on every editor call). Should the root
         # move later, only paths under its old real path pass (agents cannot move it under
         # `isolation: users`; without it they run as the harness user and can do anything).
-        # The Path objects are made once per agent too: pathlib's joins were a third of it.
         dirs = self._allowed_dirs.get(agent)
         if dirs is None:
             root = self._resolved_root()
-            dirs = self._allowed_dirs[agent] = (root / "agents" / agent, root / "shared")
-        out = []
-        for path, what in zip(dirs, ("your directory", "shared/"), strict=True):
+            dirs = self._allowed_dirs[agent] = (f"{root}/agents/{agent}", f"{root}/shared")
+        return dirs
+
+    def _check_allowed_dirs(self, agent: str) -> None:
+        """Raise PathError if the agent's directory or shared/ is no longer a directory (a
+        symlink or a file put in its place): then that, not the path, is what is wrong."""
+        for path, what in zip(self._allowed(agent), ("your directory", "shared/"), strict=True):
             try:
                 st = os.lstat(path)
             except FileNotFoundError:  # not made yet: nothing in it can lead elsewhere
-                out.append(path)
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise PathError(
                     f"{what} {path} is no longer a directory (replaced by a symlink or a file?); "
                     "no path can be used until it is a directory again"
                 )
-            out.append(path)
-        return out[0], out[1]
 
     def shared_relative(self, path: Path) -> str | None:
         """The path relative to shared/ if it is inside shared/, else None."""
-        shared = self._resolved_root() / "shared"
-        resolved = Path(real_path(path))
-        if resolved.is_relative_to(shared):
-            return str(resolved.relative_to(shared))
-        return None
+        shared = self._resolved_root() + "/shared"
+        resolved = real_path(path)
+        if resolved.startswith(shared + "/"):
+            return resolved[len(shared) + 1 :]
+        return "." if resolved == shared else None

@@ -139,6 +139,19 @@ def test_open_confined_reads_and_creates_inside(ws: Workspace) -> None:
         ws.open_confined("a", "missing/new.txt", os.O_WRONLY | os.O_CREAT)
 
 
+def test_open_confined_takes_a_checked_path_without_resolving_it_again(ws: Workspace) -> None:
+    checked = str(ws.confine("a", "notes.txt"))
+    with os.fdopen(ws.open_confined("a", checked, checked=True)) as f:
+        assert f.read() == "a's notes"
+    # `checked` skips only the resolving: the path must still be inside and plain.
+    with pytest.raises(PathError, match="outside your directory"):
+        ws.open_confined("a", str(ws.agent_dir("b").resolve() / "secret.txt"), checked=True)
+    with pytest.raises(PathError, match="not a resolved path"):
+        ws.open_confined("a", f"{own(ws)}/../b/secret.txt", checked=True)
+    with pytest.raises(PathError, match="not a resolved path"):
+        ws.open_confined("a", f"{own(ws)}//notes.txt", checked=True)
+
+
 class _RacingWorkspace(Workspace):
     """Reproduces the race deterministically: right after the check passes, a process of
     the agent swaps a checked directory for a symlink to outside."""
@@ -146,22 +159,29 @@ class _RacingWorkspace(Workspace):
     swap: Path
     target: Path
 
-    def confine(self, agent: str, path: str, cwd: Path | None = None) -> Path:
-        resolved = super().confine(agent, path, cwd)
+    def _confine(
+        self, agent: str, path: str, cwd: Path | str | None, *, checked: bool = False
+    ) -> tuple[str, str]:
+        answer = super()._confine(agent, path, cwd, checked=checked)
         self.swap.rename(self.swap.with_name("old"))
         self.swap.symlink_to(self.target)
-        return resolved
+        return answer
 
 
-def test_open_confined_refuses_a_symlink_swapped_in_after_the_check(tmp_path: Path) -> None:
+@pytest.mark.parametrize("checked", [False, True])
+def test_open_confined_refuses_a_symlink_swapped_in_after_the_check(
+    tmp_path: Path, checked: bool
+) -> None:
     ws = _RacingWorkspace(tmp_path / "run")
     ws.create(["a"])
     (ws.agent_dir("a") / "dir").mkdir()
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "file.txt").write_text("must not change")
     ws.swap, ws.target = ws.agent_dir("a") / "dir", tmp_path / "victim"
+    plain = Workspace(tmp_path / "run")  # confines without the race
+    path = str(plain.confine("a", "dir/file.txt")) if checked else "dir/file.txt"
     with pytest.raises(PathError, match="'dir' is not a plain directory"):
-        ws.open_confined("a", "dir/file.txt", os.O_WRONLY | os.O_TRUNC)
+        ws.open_confined("a", path, os.O_WRONLY | os.O_TRUNC, checked=checked)
     assert (tmp_path / "victim" / "file.txt").read_text() == "must not change"
 
 

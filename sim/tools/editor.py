@@ -96,7 +96,9 @@ class EditorTool:
         # root, under `isolation: users`).
         try:
             # O_NONBLOCK: a FIFO put where a file was must not hang the harness on open.
-            fd = ctx.workspace.open_confined(ctx.agent, str(path), os.O_RDONLY | os.O_NONBLOCK)
+            fd = ctx.workspace.open_confined(
+                ctx.agent, str(path), os.O_RDONLY | os.O_NONBLOCK, checked=True
+            )
         except FileNotFoundError:
             raise ToolError(f"{path} does not exist; create it with the create command") from None
         except OSError as exc:
@@ -157,11 +159,14 @@ class EditorTool:
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                 0o666,
                 parents=create_dirs,
+                checked=True,
             )
         except (FileNotFoundError, NotADirectoryError):
             raise ToolError(f"directory {path.parent} does not exist") from None
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            dfd = ws.open_confined(agent, str(path.parent), os.O_RDONLY | os.O_DIRECTORY)
+            dfd = ws.open_confined(
+                agent, str(path.parent), os.O_RDONLY | os.O_DIRECTORY, checked=True
+            )
             try:
                 try:  # an edit keeps the file's mode; a new file has what open_confined gave
                     st = os.stat(path.name, dir_fd=dfd, follow_symlinks=False)
