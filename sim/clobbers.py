@@ -160,8 +160,10 @@ class ClobberDetector:
     # -- scanning -------------------------------------------------------------------------------
 
     def _relative(self, path: Path | str) -> str | None:
-        # Strings, not pathlib: this runs on every editor call.
-        real = real_path(os.path.join(self.shared, path))  # join keeps an absolute path
+        """`path` relative to shared/, or None outside it. `path` is relative to shared/, or
+        real, as Workspace.confine returns it (the editor's paths are): it is not resolved
+        again, for this runs on every editor call."""
+        real = os.path.join(self._shared_real, path)  # join keeps an absolute path
         if not real.startswith(self._shared_real):
             return None
         rel = real[len(self._shared_real) :]

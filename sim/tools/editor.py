@@ -57,7 +57,7 @@ class EditorTool:
         path = self._resolve(ctx, raw_path)
         if command == "view":
             shown = self._view(ctx, path, args.get("view_range"))
-            if ctx.clobbers is not None and path.is_file():
+            if ctx.clobbers is not None:  # (a directory is not a file it tracks)
                 ctx.clobbers.saw(ctx.agent, path)  # what it saw, a later edit builds on
             return ToolOutput(self._clip(ctx, shown))
         if command == "create":
