@@ -133,32 +133,23 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
-async def kill_session(proc: Any) -> None:
+async def kill_session(proc: Any, pidfd: int) -> None:
     """SIGKILL a pexpect child and every live process of its session, and reap it; shielded,
-    5 s at most (a process in D state cannot be helped)."""
+    5 s at most (a process in D state cannot be helped). `pidfd` is the child's pidfd (-1 if
+    none): its death, not a fixed nap, ends each wait. The caller closes it (after
+    `trio.lowlevel.notify_closing`)."""
     with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-        try:
-            pidfd: int | None = os.pidfd_open(proc.pid)
-        except OSError:  # already reaped
-            pidfd = None
-        try:
-            while True:
-                victims = session_members(proc.pid)
-                if proc.isalive():  # also reaps it once it is a zombie
-                    victims.add(proc.pid)
-                if not victims:
-                    break
-                for pid in victims:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
+        while True:
+            victims = session_members(proc.pid)
+            if proc.isalive():  # also reaps it once it is a zombie
+                victims.add(proc.pid)
+            if not victims:
+                break
+            for pid in victims:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if pidfd >= 0 and proc.pid in victims:
                 with trio.move_on_after(0.002):
-                    if pidfd is not None and proc.pid in victims:
-                        # The shell's death ends the wait, not a fixed nap: it was a third
-                        # of closing a shell.
-                        await trio.lowlevel.wait_readable(pidfd)
-                    else:
-                        await trio.sleep(0.002)
-        finally:
-            if pidfd is not None:
-                trio.lowlevel.notify_closing(pidfd)
-                os.close(pidfd)
+                    await trio.lowlevel.wait_readable(pidfd)
+            else:
+                await trio.sleep(0.002)

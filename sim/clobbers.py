@@ -49,7 +49,7 @@ from pathlib import Path
 
 from sim.atime import ReadMarks
 from sim.events import Clobber, EventLog, FileWrite
-from sim.workspace import LOCKS_DIRNAME, real_path
+from sim.workspace import LOCKS_DIRNAME, real_path, relative_under
 
 _HASH_LIMIT = 64 << 20  # bigger files are compared by stat only
 _CHUNK = 1 << 20
@@ -87,7 +87,7 @@ class ClobberDetector:
         self, shared: Path, events: EventLog, lock_holder: Callable[[str], str | None]
     ) -> None:
         self.shared = shared
-        self._shared_real = real_path(shared) + "/"
+        self._shared_real = real_path(shared)
         self._events = events
         self._lock_holder = lock_holder
         self._files: dict[str, _File] = {}
@@ -163,10 +163,8 @@ class ClobberDetector:
         """`path` relative to shared/, or None outside it. `path` is relative to shared/, or
         real, as Workspace.confine returns it (the editor's paths are): it is not resolved
         again, for this runs on every editor call."""
-        real = os.path.join(self._shared_real, path)  # join keeps an absolute path
-        if not real.startswith(self._shared_real):
-            return None
-        rel = real[len(self._shared_real) :]
+        # join keeps an absolute path as it is
+        rel = relative_under(os.path.join(self._shared_real, path), self._shared_real)
         return None if not rel or rel.split("/", 1)[0] == LOCKS_DIRNAME else rel
 
     def _walk(

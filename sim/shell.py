@@ -474,10 +474,11 @@ class Shell:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        await _kill_session(proc)
+        await _kill_session(proc, self._pidfd)
         if self._ep is not None:
             trio.lowlevel.notify_closing(self._ep.fileno())
             self._ep.close()
+            trio.lowlevel.notify_closing(self._pidfd)
             os.close(self._pidfd)
             self._ep, self._pidfd = None, -1
         trio.lowlevel.notify_closing(self._fd)

@@ -86,6 +86,17 @@ def real_path(path: Path | str) -> str:
     )
 
 
+def relative_under(path: str, top: str) -> str | None:
+    """`path` relative to the directory `top` ("" for `top` itself), or None when it is not
+    inside it. Both are real paths, compared as strings (pathlib's parsing was most of the
+    cost of confining a path)."""
+    if path == top:
+        return ""
+    if path.startswith(top) and path[len(top)] == "/":
+        return path[len(top) + 1 :]
+    return None
+
+
 class Workspace:
     """Paths of one run directory, and path confinement for agents."""
 
@@ -146,10 +157,9 @@ class Workspace:
 
     def _confine(
         self, agent: str, path: str, cwd: Path | str | None, *, checked: bool = False
-    ) -> tuple[str, str]:
-        """(the real path, the allowed directory it lies in). Strings, not pathlib: this runs
-        on every editor call, and pathlib's parsing was most of its cost. `checked`: `path`
-        is one that `confine` returned, so it is not resolved again."""
+    ) -> tuple[str, str, str]:
+        """(the real path, the allowed directory it lies in, the path relative to that).
+        `checked`: `path` is one that `confine` returned, so it is not resolved again."""
         own, shared = self._allowed(agent)
         if "\0" in path:
             raise PathError(f"{path!r} contains a NUL byte, which no file name can hold")
@@ -160,14 +170,14 @@ class Workspace:
             except (OSError, ValueError) as exc:
                 raise PathError(f"{path!r} cannot be resolved ({exc})") from exc
         for top in (own, shared):
-            if real.startswith(top) and real[len(top) : len(top) + 1] in ("", "/"):
-                return real, top
+            rel = relative_under(real, top)
+            if rel is not None:
+                return real, top, rel
         self._check_allowed_dirs(agent)  # a swapped directory explains the refusal best
         where = f"outside your directory ({own}) and the shared directory ({shared})"
-        agents = os.path.join(self._resolved_root(), "agents", "")
-        if real.startswith(agents) and len(real) > len(agents):
-            other = real[len(agents) :].split("/")[0]
-            where = f"in agent {other}'s directory, {where}"
+        other = relative_under(real, self._resolved_root() + "/agents")
+        if other:
+            where = f"in agent {other.split('/')[0]}'s directory, {where}"
         raise PathError(f"{path!r} resolves to {real}, {where}; use a path inside one of those")
 
     def open_confined(
@@ -188,9 +198,9 @@ class Workspace:
         plain name inside such a path) and need not be resolved again: the walk is what
         makes the open safe. Files and directories made here belong to the agent under
         `isolation: users` (see `owners`). Other OSErrors (no such file...) propagate."""
-        resolved, top = self._confine(agent, path, cwd, checked=checked)
+        _, top, rel = self._confine(agent, path, cwd, checked=checked)
         in_shared = top == self._allowed(agent)[1]
-        parts = resolved[len(top) + 1 :].split("/") if len(resolved) > len(top) else []
+        parts = rel.split("/") if rel else []
         if any(part in ("", ".", "..") for part in parts):  # never in a resolved path
             raise PathError(f"{path!r} is not a resolved path (it has '.', '..' or '//')")
         owner = self.owners.get(agent)
@@ -273,9 +283,7 @@ class Workspace:
                 )
 
     def shared_relative(self, path: Path) -> str | None:
-        """The path relative to shared/ if it is inside shared/, else None."""
-        shared = self._resolved_root() + "/shared"
-        resolved = real_path(path)
-        if resolved.startswith(shared + "/"):
-            return resolved[len(shared) + 1 :]
-        return "." if resolved == shared else None
+        """A path `confine` returned, relative to shared/ ("." for shared/ itself), or None
+        when it is not inside shared/. It is real already, so it is not resolved again."""
+        rel = relative_under(str(path), self._resolved_root() + "/shared")
+        return "." if rel == "" else rel

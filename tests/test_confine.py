@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim.errors import PathError
-from sim.workspace import Owner, Workspace, new_run_dir, real_path
+from sim.workspace import Owner, Workspace, new_run_dir, real_path, relative_under
 
 
 @pytest.fixture
@@ -255,3 +255,10 @@ def test_real_path_agrees_with_os_path_realpath(tmp_path: Path) -> None:
     for case in cases:
         path = os.path.join(tmp_path, case)  # a string: pathlib would drop a trailing slash
         assert real_path(path) == os.path.realpath(path), case
+
+
+def test_relative_under_compares_whole_components() -> None:
+    assert relative_under("/w/shared", "/w/shared") == ""
+    assert relative_under("/w/shared/a/b.txt", "/w/shared") == "a/b.txt"
+    assert relative_under("/w/shared2/x", "/w/shared") is None  # a prefix, not a parent
+    assert relative_under("/w", "/w/shared") is None

@@ -82,12 +82,9 @@ class EditorTool:
         if not raw.strip():
             raise ToolError(f"{NAME} needs `path`, a file or directory path")
         path = ctx.workspace.confine(ctx.agent, raw, ctx.shell.cwd)
-        if LOCKS_DIRNAME in path.parts:  # cheap test first: this runs on every call
-            rel = ctx.workspace.shared_relative(path) or ""
-            if rel == LOCKS_DIRNAME or rel.startswith(LOCKS_DIRNAME + "/"):
-                raise PathError(
-                    f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files"
-                )
+        rel = ctx.workspace.shared_relative(path) or ""
+        if rel.split("/", 1)[0] == LOCKS_DIRNAME:
+            raise PathError(f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files")
         return path
 
     def _read(self, ctx: ToolContext, path: Path) -> str:
