@@ -84,6 +84,7 @@ class Agent:
         ctx: ToolContext,
         max_turns: int,
         gate: TurnGate,
+        leave: Callable[[str], None],
         stop_reason: Callable[[], str],
         tally: RunTally,
         history: list[Message] | None = None,
@@ -99,6 +100,7 @@ class Agent:
         self.ctx = ctx
         self.max_turns = max_turns
         self.gate = gate
+        self.leave = leave  # gives up the agent's place in the turn order
         self.stop_reason = stop_reason  # why the scheduler cancelled us, if it did
         self.tally = tally
         self.state = AgentState(name=name, turn=turns_used)
@@ -111,21 +113,21 @@ class Agent:
         reason: str | None = None
         message = ""
         try:
-            async with self.ctx.shell:
-                events.emit(
-                    AgentStart(
-                        model=self.model_name,
-                        tools=list(self.tools),
-                        cwd=str(self.ctx.shell.cwd),
-                        shell_pid=self.ctx.shell.pid,
-                    ),
-                    self.name,
-                )
-                if self.ctx.sandbox is not None:
-                    self.ctx.sandbox.begin(self.ctx)
-                if self.state.turn:
-                    await self._catch_up_model()
-                reason = await self._loop()
+            await self.ctx.shell.start()
+            events.emit(
+                AgentStart(
+                    model=self.model_name,
+                    tools=list(self.tools),
+                    cwd=str(self.ctx.shell.cwd),
+                    shell_pid=self.ctx.shell.pid,
+                ),
+                self.name,
+            )
+            if self.ctx.sandbox is not None:
+                self.ctx.sandbox.begin(self.ctx)
+            if self.state.turn:
+                await self._catch_up_model()
+            reason = await self._loop()
         except AuthError:
             reason, message = "error", "the API rejected the key"
             raise
@@ -135,9 +137,14 @@ class Agent:
             reason, message = "error", f"{type(exc).__name__}: {exc}"
             events.emit(Error(error=type(exc).__name__, message=str(exc), where="agent"), self.name)
         finally:
+            # First, before anything awaits: the next round is drawn from the agents still in
+            # the turn order, and must not count on one that takes no more turns (the shell's
+            # close would otherwise race the other agents' turns, and replays differ).
+            self.leave(self.name)
             if reason is None:  # cancelled from outside: the scheduler knows why
                 reason = self.stop_reason()
             with trio.CancelScope(shield=True):
+                await self.ctx.shell.close()
                 self.ctx.locks.release_all(self.name)
                 if self.ctx.sandbox is not None:  # the shell is closed: kill what it left
                     await self.ctx.sandbox.end(self.ctx)

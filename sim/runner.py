@@ -375,6 +375,7 @@ class Run:
             ctx=ctx,
             max_turns=limits.max_turns,
             gate=scheduler.gate,
+            leave=scheduler.leave,
             stop_reason=scheduler.stop_reason,
             tally=self.tally,
             history=resumed.messages if resumed else None,

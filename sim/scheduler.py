@@ -90,6 +90,11 @@ class Scheduler:
             if self.done_when:
                 await self._check_in_turn()
 
+    def leave(self, agent: str) -> None:
+        """The agent takes no more turns: the turn order goes on without it."""
+        if self.turns:
+            self.turns.leave(agent)
+
     def park(self, agent: str) -> AbstractAsyncContextManager[None]:
         """Step out of the turn order while waiting (for a lock, for a message): see sim.turns."""
         return self.turns.park(agent) if self.turns else nullcontext()
@@ -136,8 +141,6 @@ class Scheduler:
             self.fatal = self.fatal or exc
             self.stop("error")
         finally:
-            if self.turns:
-                self.turns.leave(agent.name)
             self._turn_done.set()
 
     async def _watch_done_when(self) -> None:

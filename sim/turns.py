@@ -62,8 +62,15 @@ class _Gate:
     def _notify(self) -> None:
         """Wake the one agent that may enter now, if it is waiting. One wake-up per turn: waking
         every waiter cost O(agents) per turn (measured: 32 agents under round_robin used about
-        35% more harness CPU)."""
-        nxt = self._next(start=bool(self._waiters))  # a round starts when someone waits for it
+        35% more harness CPU).
+
+        When the round is over, a waiter is woken to draw the next one as it runs, not here:
+        the agent whose turn just ended may be about to leave the turn order (that was its
+        last turn), and the new round must not count on it. Drawn here, a round's members
+        depended on whether the others were already waiting, and a replay could differ."""
+        nxt = self._next(start=False)
+        if nxt is None and self._waiters and self._round_over():
+            nxt = next(iter(self._waiters))
         if nxt is not None and nxt in self._waiters:
             self._waiters.pop(nxt).set()
 
@@ -90,6 +97,7 @@ class _Gate:
     async def _acquire(self, agent: str) -> None:
         try:
             while not self._try_enter(agent):
+                self._notify()  # it may have drawn a round that another agent begins
                 woken = self._waiters[agent] = trio.Event()
                 await woken.wait()
         finally:
@@ -98,6 +106,9 @@ class _Gate:
     def _next(self, start: bool = True) -> str | None:
         """The agent that may enter now, or None. With `start`, begins the next round if the
         last one is over."""
+        raise NotImplementedError
+
+    def _round_over(self) -> bool:
         raise NotImplementedError
 
     def _try_enter(self, agent: str) -> bool:
@@ -162,6 +173,9 @@ class RoundRobin(_Gate):
     def _next(self, start: bool = True) -> str | None:
         return self._current(start) if self._holder is None else None
 
+    def _round_over(self) -> bool:
+        return self._holder is None and self._current(start=False) is None
+
     def _try_enter(self, agent: str) -> bool:
         if self._next() != agent:
             return False
@@ -199,6 +213,9 @@ class Rounds(_Gate):
         ):
             self._started += 1
         return self._order[self._started] if self._started < len(self._order) else None
+
+    def _round_over(self) -> bool:
+        return not self._pending
 
     def _try_enter(self, agent: str) -> bool:
         if self._next() != agent:

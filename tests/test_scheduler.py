@@ -175,3 +175,29 @@ def test_round_robin_lets_others_move_while_one_waits_for_a_lock(tmp_path: Path)
     assert ends(events) == {"a": "finished", "b": "finished"}
     acquires = [e["agent"] for e in events if e["kind"] == "lock_acquire"]
     assert acquires == ["a", "b"]
+
+
+class _SlowToClose(FakeShell):
+    async def close(self) -> None:
+        await trio.sleep(10)  # like a shell whose session takes a while to kill
+        await super().close()
+
+
+def test_an_ended_agent_leaves_the_turn_order_before_its_shell_closes(tmp_path: Path) -> None:
+    data = scenario_dict(
+        scheduler="round_robin",
+        agents=[
+            {"name": "short", "steps": [{"finish": "done"}]},
+            {"name": "long", "steps": [{"bash": "sleep 1"}] * 3 + [{"finish": "done"}]},
+        ],
+    )
+
+    async def main() -> RunResult:
+        run = Run(validate_scenario(data), runs_dir=tmp_path, shell_factory=_SlowToClose, env={})
+        return await run.execute()
+
+    result = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    events = read_events(result.run_dir / "events.jsonl").events
+    rounds = [e["order"] for e in events if e["kind"] == "round"]
+    # `short` ended in round 1; while its shell took 10 s to close, `long` went on alone.
+    assert len(rounds) == 4 and rounds[1:] == [["long"]] * 3
