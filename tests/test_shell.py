@@ -252,6 +252,41 @@ def test_start_in_a_missing_directory_raises_shell_error(tmp_path: Path) -> None
     trio.run(main)
 
 
+def test_a_failing_preexec_fn_is_raised_in_the_harness(tmp_path: Path) -> None:
+    def refuse() -> None:
+        raise PermissionError("no such user, say")
+
+    async def main() -> None:
+        with pytest.raises(ShellError, match="no such user, say"):
+            async with Shell(tmp_path, {"PATH": os.defpath}, preexec_fn=refuse):
+                pass
+
+    trio.run(main)
+
+
+def test_a_program_that_cannot_exec_fails_the_start_with_its_reason(tmp_path: Path) -> None:
+    # Found on PATH and executable, so it fails at the exec itself: after the child has let
+    # the harness go on, so the reason comes back through the terminal.
+    wrapper = tmp_path / "wrapper"
+    wrapper.write_text("#!/nonexistent/interpreter\n")
+    wrapper.chmod(0o755)
+
+    async def main() -> None:
+        with pytest.raises(ShellError, match=r"it exited; said .*cannot run .*wrapper"):
+            async with Shell(tmp_path, {"PATH": os.defpath}, argv_prefix=[str(wrapper)]):
+                pass
+
+    trio.run(main)
+
+
+def test_bash_inherits_no_descriptor_of_the_harness(tmp_path: Path) -> None:
+    async def body(sh: Shell) -> None:
+        # 255 is bash's own handle on its terminal; every other one is stdio
+        assert ok(await sh.run("ls /proc/$$/fd", 5)).split() == ["0", "1", "2", "255"]
+
+    run(body, tmp_path)
+
+
 def test_exec_redirecting_stdout_does_not_hang_the_shell(tmp_path: Path) -> None:
     async def body(sh: Shell) -> None:
         ok(await sh.run("X=1; exec >/dev/null", 5))
