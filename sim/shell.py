@@ -420,7 +420,7 @@ class Shell:
         # ptyprocess leaves the child no descriptor above 2 but its pipe, up to this bound:
         max_fd = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
-        def child_setup() -> None:  # in the child, before exec
+        def child_setup() -> None:  # in the child; it execs bash or exits, never returns
             # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
             # chdir, and the forked copy of this process would go on running its caller.
             os.chdir(cwd)
@@ -430,18 +430,19 @@ class Shell:
             for sig in (signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_SETMASK, ())
-            if user_preexec is not None:
-                user_preexec()
-            # Up to here a failure travels to the parent, which raises it. Past here only the
-            # exec can fail. ptyprocess blocks the harness on a pipe until that pipe closes,
-            # which is at exec, once the kernel has torn down this child's copy of our address
-            # space: 5-7 ms of a shell's 9-16 ms start at 45-125 MB. Closing the pipe now, and
-            # exec'ing here, lets the harness go on while the child execs.
+            # Up to here a failure travels back on ptyprocess's pipe and pexpect.spawn raises
+            # it. ptyprocess holds the harness on that pipe until exec closes it: after the
+            # sandbox's setup (the first cgroup join of a burst waits ~14 ms for an RCU grace
+            # period) and the kernel's teardown of this child's copy of the harness (5-7 ms at
+            # 45-125 MB). Closing it now lets the harness go on. A failure from here on is
+            # printed on the terminal, where the start's wait for the first prompt reads it.
             os.closerange(3, max_fd)  # stdio is all bash inherits anyway
             try:
+                if user_preexec is not None:
+                    user_preexec()
                 os.execve(argv[0], argv, env)
-            except OSError as exc:  # bash sees no terminal: print to the pty; the parent reads
-                os.write(2, f"cannot run {argv[0]}: {exc.strerror}\r\n".encode())
+            except BaseException as exc:  # whatever it is, the child must exit
+                os.write(2, f"cannot start {argv[0]}: {type(exc).__name__}: {exc}\r\n".encode())
             finally:
                 os._exit(127)  # never return into the forked copy of the harness
 
