@@ -133,23 +133,33 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
+def exited(pidfd: int) -> bool:
+    """Has the process behind `pidfd` ended? It is not reaped: as a zombie it keeps its pid,
+    which for bash is its session's id too, from being reused (pid_max may be 32768)."""
+    try:
+        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:  # reaped already
+        return True
+
+
 async def kill_session(proc: Any, pidfd: int) -> None:
-    """SIGKILL a pexpect child and every live process of its session, and reap it; shielded,
-    5 s at most (a process in D state cannot be helped). `pidfd` is the child's pidfd (-1 if
-    none): its death, not a fixed nap, ends each wait. The caller closes it (after
-    `trio.lowlevel.notify_closing`)."""
+    """SIGKILL a pexpect child (bash, a session leader) and every live process of its session,
+    and reap it; shielded, 5 s at most (a process in D state cannot be helped). `pidfd` is
+    the child's pidfd: the caller closes it (after `trio.lowlevel.notify_closing`).
+
+    Bash goes first, so it starts nothing more, and its death, not a fixed nap, ends the wait.
+    It is reaped last: until then its pid, the session's id that the scan looks for, cannot
+    be taken by a new session. With nothing else left in the session, that is one scan."""
     with trio.CancelScope(shield=True), trio.move_on_after(5.0):
-        while True:
-            victims = session_members(proc.pid)
-            if proc.isalive():  # also reaps it once it is a zombie
-                victims.add(proc.pid)
-            if not victims:
-                break
+        with contextlib.suppress(OSError):  # (a pidfd never signals a reused pid)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        while not exited(pidfd):
+            with trio.move_on_after(0.05):
+                await trio.lowlevel.wait_readable(pidfd)
+        while victims := session_members(proc.pid):
             for pid in victims:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-            if pidfd >= 0 and proc.pid in victims:
-                with trio.move_on_after(0.002):
-                    await trio.lowlevel.wait_readable(pidfd)
-            else:
-                await trio.sleep(0.002)
+            await trio.sleep(0.002)
+    with contextlib.suppress(Exception):
+        proc.isalive()  # reaps bash

@@ -35,6 +35,7 @@ import trio
 
 from sim._pty import Capture as _Capture
 from sim._pty import Timer as _Timer
+from sim._pty import exited as _exited
 from sim._pty import foreground as _foreground
 from sim._pty import kill_session as _kill_session
 from sim._pty import stderr_lost as _stderr_lost
@@ -136,7 +137,7 @@ class Shell:
 
     @property
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.isalive()
+        return self._proc is not None and not _exited(self._pidfd)
 
     async def __aenter__(self) -> Shell:
         await self.start()
@@ -363,7 +364,7 @@ class Shell:
         wait_readable parks the task on every read (a schedule point), so a chatty shell
         cannot starve the others (notes). Cancellable by the caller's scope."""
         assert self._ep is not None and self._timer is not None and self._proc is not None
-        fd, ep, proc, timer = self._fd, self._ep.fileno(), self._proc, self._timer
+        fd, ep, pidfd, timer = self._fd, self._ep.fileno(), self._pidfd, self._timer
         timer.arm_by(deadline, trio.current_time())
         while True:
             await trio.lowlevel.wait_readable(ep)
@@ -373,7 +374,7 @@ class Shell:
                 now = trio.current_time()
                 if now >= deadline:
                     return None
-                if not proc.isalive():
+                if _exited(pidfd):
                     return _DEAD
                 timer.arm_by(deadline, now, force=True)  # fired early: clear it, wait on
                 continue
@@ -464,11 +465,15 @@ class Shell:
         # send/expect, and close only once bash is reaped.
         proc.delaybeforesend = None
         proc.ptyproc.delayafterclose = proc.ptyproc.delayafterterminate = 0
+        try:  # before anything else: closing the shell needs it (see _pty.kill_session)
+            self._pidfd = os.pidfd_open(proc.pid)
+        except OSError as e:  # out of descriptors, say
+            proc.close(force=True)
+            raise ShellError(f"cannot watch the bash it started: pidfd_open: {e}") from e
         self._proc, self._fd, self._pending, self._seen = proc, proc.child_fd, bytearray(), 0
         os.set_blocking(self._fd, False)
         if self._timer is None:
             self._timer = _Timer()
-        self._pidfd = os.pidfd_open(proc.pid)
         self._ep = select.epoll()
         for fd in (self._fd, self._pidfd, self._timer.fd):
             self._ep.register(fd, select.EPOLLIN)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import trio
 
+from sim._pty import exited
 from sim.environment import scrubbed_env
 from sim.errors import ShellError
 from sim.shell import CommandResult, Shell, _Capture
@@ -200,9 +202,13 @@ def test_close_kills_background_and_nohup_jobs(tmp_path: Path) -> None:
     pids: list[int] = []
 
     async def body(sh: Shell) -> None:
-        r = await sh.run("sleep 999 & echo $!; nohup sleep 999 >/dev/null 2>&1 & echo $!", 5)
+        # the third is an orphan: its subshell ended, so bash is not its parent any more
+        r = await sh.run(
+            "sleep 999 & echo $!; nohup sleep 999 >/dev/null 2>&1 & echo $!; (sleep 999 & echo $!)",
+            5,
+        )
         pids.extend(int(line) for line in ok(r).splitlines() if line.isdigit())
-        assert len(pids) == 2 and not any(gone(p, 0.05) for p in pids)
+        assert len(pids) == 3 and not any(gone(p, 0.05) for p in pids)
         pids.append(sh.pid or 0)
 
     run(body, tmp_path)  # closes the shell on the way out
@@ -455,3 +461,20 @@ def test_many_shells_run_side_by_side_without_starving(tmp_path: Path) -> None:
     trio.run(main)
     assert len(worst) > 100 and max(worst) < 1.0, max(worst)
     print(f"{len(worst)} echo round trips beside the flood, worst {max(worst) * 1000:.1f} ms")
+
+
+def test_exited_tells_a_dead_child_without_reaping_it() -> None:
+    # Unreaped, bash keeps its pid, the id of its session, while the session is killed.
+    child = subprocess.Popen(["sleep", "0.05"])
+    pidfd = os.pidfd_open(child.pid)
+    try:
+        assert not exited(pidfd)
+        deadline = time.monotonic() + 5
+        while not exited(pidfd) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with open(f"/proc/{child.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie: still unreaped
+        assert child.wait(1) == 0
+        assert exited(pidfd)  # and once reaped, still ended
+    finally:
+        os.close(pidfd)
