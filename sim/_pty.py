@@ -142,6 +142,14 @@ def exited(pidfd: int) -> bool:
         return True
 
 
+def _reaped(pidfd: int) -> bool:
+    try:
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return False
+
+
 async def kill_session(proc: Any, pidfd: int) -> None:
     """SIGKILL a pexpect child (bash, a session leader) and every live process of its session,
     and reap it; shielded, 5 s at most (a process in D state cannot be helped). `pidfd` is
@@ -149,17 +157,20 @@ async def kill_session(proc: Any, pidfd: int) -> None:
 
     Bash goes first, so it starts nothing more, and its death, not a fixed nap, ends the wait.
     It is reaped last: until then its pid, the session's id that the scan looks for, cannot
-    be taken by a new session. With nothing else left in the session, that is one scan."""
-    with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+    be taken by a new session. With nothing else left in the session, that is one scan.
+    Should something else have reaped bash, the scan is skipped: that id may be another's."""
+    with trio.CancelScope(shield=True):
         with contextlib.suppress(OSError):  # (a pidfd never signals a reused pid)
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
-        while not exited(pidfd):
-            with trio.move_on_after(0.05):
-                await trio.lowlevel.wait_readable(pidfd)
-        while victims := session_members(proc.pid):
-            for pid in victims:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            await trio.sleep(0.002)
+        with trio.move_on_after(1.0):  # bash in D state: its jobs are killed all the same
+            while not exited(pidfd):
+                with trio.move_on_after(0.05):
+                    await trio.lowlevel.wait_readable(pidfd)
+        with trio.move_on_after(4.0):
+            while not _reaped(pidfd) and (victims := session_members(proc.pid)):
+                for pid in victims:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+                await trio.sleep(0.002)
     with contextlib.suppress(Exception):
         proc.isalive()  # reaps bash

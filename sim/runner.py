@@ -100,10 +100,11 @@ def _versions() -> dict[str, str]:
     if sdk is not None:
         out["anthropic"] = sdk.__version__
     for dist in ("sim", "anthropic"):
-        try:
-            out.setdefault(dist, metadata.version(dist))
-        except metadata.PackageNotFoundError:
-            out[dist] = "not installed"
+        if dist not in out:
+            try:
+                out[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                out[dist] = "not installed"
     out.update(
         trio=trio.__version__,
         pexpect=pexpect.__version__,

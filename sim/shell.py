@@ -421,31 +421,34 @@ class Shell:
         # ptyprocess leaves the child no descriptor above 2 but its pipe, up to this bound:
         max_fd = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
-        def child_setup() -> None:  # in the child; it execs bash or exits, never returns
-            # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
-            # chdir, and the forked copy of this process would go on running its caller.
-            os.chdir(cwd)
-            termios.tcsetattr(0, termios.TCSANOW, _wanted_modes(termios.tcgetattr(0)))
-            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
-            # this, `yes | head` in the shell ends with "yes: Broken pipe" instead of quietly.
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_SETMASK, ())
-            # Up to here a failure travels back on ptyprocess's pipe and pexpect.spawn raises
-            # it. ptyprocess holds the harness on that pipe until exec closes it: after the
-            # sandbox's setup (the first cgroup join of a burst waits ~14 ms for an RCU grace
-            # period) and the kernel's teardown of this child's copy of the harness (5-7 ms at
-            # 45-125 MB). Closing it now lets the harness go on. A failure from here on is
-            # printed on the terminal, where the start's wait for the first prompt reads it.
-            os.closerange(3, max_fd)  # stdio is all bash inherits anyway
+        def child_setup() -> None:  # in the child: it execs bash or exits, never returns
+            # ptyprocess holds the harness on a pipe until exec closes it: after the sandbox's
+            # setup (the first cgroup join of a burst waits ~14 ms for an RCU grace period) and
+            # the kernel's teardown of this child's copy of the harness (5-7 ms at 45-125 MB).
+            # So the child closes that pipe itself, once the terminal is set up, and execs bash
+            # itself. Whatever fails, even a KeyboardInterrupt, is printed on the terminal,
+            # where the start's wait for the first prompt reads it, and the child exits: it
+            # must never return into its copy of the harness.
             try:
+                # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
+                # chdir, and the forked copy of this process would go on running its caller.
+                os.chdir(cwd)
+                termios.tcsetattr(0, termios.TCSANOW, _wanted_modes(termios.tcgetattr(0)))
+                # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
+                # this, `yes | head` in the shell ends "yes: Broken pipe" instead of quietly.
+                for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                    signal.signal(sig, signal.SIG_DFL)
+                signal.pthread_sigmask(signal.SIG_SETMASK, ())
+                os.closerange(3, max_fd)  # the pipe; stdio is all bash inherits anyway
                 if user_preexec is not None:
                     user_preexec()
                 os.execve(argv[0], argv, env)
-            except BaseException as exc:  # whatever it is, the child must exit
-                os.write(2, f"cannot start {argv[0]}: {type(exc).__name__}: {exc}\r\n".encode())
+            except BaseException as exc:
+                with contextlib.suppress(BaseException):
+                    why = f"cannot start {argv[0]} in {cwd}: {type(exc).__name__}: {exc}"
+                    os.write(2, why.encode(errors="replace") + b"\r\n")
             finally:
-                os._exit(127)  # never return into the forked copy of the harness
+                os._exit(127)
 
         try:
             # In the trio thread, not a worker thread: forking a process that has other threads

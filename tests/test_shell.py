@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import time
+import types
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 import trio
 
-from sim._pty import exited
+from sim._pty import exited, kill_session
 from sim.environment import scrubbed_env
 from sim.errors import ShellError
 from sim.shell import CommandResult, Shell, _Capture
@@ -478,3 +479,24 @@ def test_exited_tells_a_dead_child_without_reaping_it() -> None:
         assert exited(pidfd)  # and once reaped, still ended
     finally:
         os.close(pidfd)
+
+
+def test_closing_a_session_whose_leader_was_reaped_elsewhere_spares_that_session_id() -> None:
+    # Once bash is reaped its pid, the session id, may go to a new session, say another
+    # agent's bash: killing "the members of that session" could hit it. So nothing is killed.
+    leader = subprocess.Popen(
+        ["bash", "-c", "sleep 999 & echo $!; sleep 0.05"],
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert leader.stdout is not None
+    member = int(leader.stdout.readline())
+    pidfd = os.pidfd_open(leader.pid)
+    try:
+        assert leader.wait(5) == 0  # reaped here, not by kill_session
+        trio.run(kill_session, types.SimpleNamespace(pid=leader.pid, isalive=lambda: False), pidfd)
+        assert not gone(member, 0.2)
+    finally:
+        os.close(pidfd)
+        os.kill(member, 9)
