@@ -1,6 +1,6 @@
 """What sim costs on the Claude path: requests/s of N sim agents vs a bare SDK loop.
 
-    python bench/claude_overhead.py [--agents 1 8 32 64] [--turns 30] [--repeat 5]
+    python bench/claude_overhead.py [--agents 1 8 32 64] [--turns 30] [--repeat 7]
 
 A fake Messages API (tests/fake_anthropic.py) runs in its own process and answers at once:
 `turns` calls of the text editor's `view` on a small file, then `finish`. Against it, in this
@@ -15,8 +15,10 @@ Reported (medians): requests/s and CPU ms per request. Sim's steady figures cove
 while every agent runs: from the last agent's start to the first `finish` call (read from the
 live event stream); "whole run" adds start-up and teardown (run directory, shells, client,
 closing). Bare has no start-up but its client, which is left out of its figures too.
-The ratio sim/bare uses the steady figures; CPU per request is the figure that holds when the
-machine is shared (throughput then depends on what else runs). Goal: sim at 90% of bare.
+The ratios sim/bare use the steady figures, each taken between a sim run and the bare run next
+to it (the machine's speed drifts over seconds), and give the median and range of those pairs;
+CPU per request is the figure that holds when the machine is shared (throughput then depends
+on what else runs). Goal: sim at 90% of bare.
 """
 
 from __future__ import annotations
@@ -173,13 +175,18 @@ def _median(samples: list[Sample]) -> Sample:
     )
 
 
+def _spread(ratios: list[float]) -> str:
+    """The median of the paired ratios, and their range."""
+    return f"{statistics.median(ratios):.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--agents", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--turns", type=int, default=30)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     server, base_url = start_server(args.turns)
     print(f"fake API at {base_url} (own process); {args.turns} editor turns + finish per agent")
@@ -188,26 +195,34 @@ def main() -> None:
         "agents",
         "bare req/s",
         "sim req/s",
-        "ratio",
+        "ratio (range)",
         "bare cpu",
         "sim cpu",
-        "ratio",
+        "ratio (range)",
         "whole run",
     )
-    print("{:>6} {:>10} {:>9} {:>6} {:>9} {:>8} {:>6}  {}".format(*head))
+    print("{:>6} {:>10} {:>9} {:>16} {:>9} {:>8} {:>16}  {}".format(*head))
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for n in args.agents:
                 bare, steady, whole = [], [], []
-                for _ in range(args.repeat):
-                    bare.append(run_bare(n, args.turns, base_url))
-                    s, w = run_sim(n, args.turns, base_url, Path(tmp))
+                for i in range(args.repeat):
+                    # Adjacent runs are compared, sim first every other time: this machine's
+                    # speed drifts over seconds, less between neighbours than across the table.
+                    if i % 2:
+                        s, w = run_sim(n, args.turns, base_url, Path(tmp))
+                        bare.append(run_bare(n, args.turns, base_url))
+                    else:
+                        bare.append(run_bare(n, args.turns, base_url))
+                        s, w = run_sim(n, args.turns, base_url, Path(tmp))
                     steady.append(s)
                     whole.append(w)
+                rates = sorted(s.rate / b.rate for s, b in zip(steady, bare, strict=True))
+                cpus = sorted(b.cpu_ms / s.cpu_ms for s, b in zip(steady, bare, strict=True))
                 b, s, w = _median(bare), _median(steady), _median(whole)
                 print(
-                    f"{n:>6} {b.rate:>10.0f} {s.rate:>9.0f} {s.rate / b.rate:>6.0%} "
-                    f"{b.cpu_ms:>7.2f}ms {s.cpu_ms:>6.2f}ms {b.cpu_ms / s.cpu_ms:>6.0%}  "
+                    f"{n:>6} {b.rate:>10.0f} {s.rate:>9.0f} {_spread(rates):>16} "
+                    f"{b.cpu_ms:>7.2f}ms {s.cpu_ms:>6.2f}ms {_spread(cpus):>16}  "
                     f"{w.rate:.0f} req/s, {w.cpu_ms:.2f} ms cpu/req"
                 )
     finally:
