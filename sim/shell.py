@@ -446,7 +446,7 @@ class Shell:
             except BaseException as exc:
                 with contextlib.suppress(BaseException):
                     why = f"cannot start {argv[0]} in {cwd}: {type(exc).__name__}: {exc}"
-                    os.write(2, why.encode(errors="replace") + b"\r\n")
+                    os.write(2, why.encode(errors="replace") + b"\n")  # the terminal makes it CRLF
             finally:
                 os._exit(127)
 
@@ -489,7 +489,7 @@ class Shell:
             if ev is None or ev[0] != "done":
                 await self._kill_tree()
         if ev is None or ev[0] != "done":
-            said = cap.text()[0][-500:]
+            said = cap.text()[0][-500:].strip()
             why = "it exited" if ev else f"no prompt within {_START_DEADLINE} s"
             raise ShellError(f"bash did not start in {cwd} ({self._argv}): {why}; said {said!r}")
         self._pwd, self.cwd = ev[2], Path(os.fsdecode(ev[2]))
