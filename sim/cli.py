@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -191,13 +192,29 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
     return _report(result, plan.scenario.name, console, args.quiet)
 
 
+def _into_pipe(command: Callable[[], int]) -> int:
+    """Run a command that only prints; a reader that stops early (`| head`) ends it quietly."""
+    try:
+        return command()
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def cmd_schema() -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     kinds = args.kind or None
     if args.follow:
+        calls_shown = kinds is None or "tool_call" in kinds
 
         def emit(event: dict[str, object]) -> None:
             if transcript.select([event], args.agent, kinds):
-                line = transcript.format_event(event)
+                line = transcript.format_event(event, calls_shown=calls_shown)
                 if line:
                     print(line, flush=True)
 
@@ -258,16 +275,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.scenario}: ok ({scenario.name}, {agents} agents)")
             return 0
         if args.command == "schema":
-            print(json.dumps(json_schema(), indent=2))
-            return 0
+            return _into_pipe(cmd_schema)
         if args.command == "replay":
             return cmd_replay(args, console)
         if args.command == "show":
-            return cmd_show(args)
+            return _into_pipe(lambda: cmd_show(args))
         if args.command == "resume":
             return cmd_resume(args, console)
         if args.command == "runs":
-            return cmd_runs(args, console)
+            return _into_pipe(lambda: cmd_runs(args, console))
         if args.command == "report":
             return cmd_report(args)
     except SimError as exc:

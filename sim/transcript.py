@@ -42,8 +42,10 @@ def _tool_input(name: str, args: dict[str, Any]) -> str:
     return json.dumps(args, ensure_ascii=False)[:300]
 
 
-def format_event(e: Event) -> str | None:
-    """One event as text, or None for events that add nothing to a transcript."""
+def format_event(e: Event, *, calls_shown: bool = True) -> str | None:
+    """One event as text, or None for events that add nothing to a transcript.
+    `calls_shown=False`: the tool_call events are filtered out, so a command's own line says
+    what ran."""
     who = e.get("agent") or "harness"
     stamp = f"{e.get('t', 0):9.3f}s {who:<12}"
     kind = e.get("kind")
@@ -74,7 +76,9 @@ def format_event(e: Event) -> str | None:
         code = "timed out" if e.get("timed_out") else f"exit {e.get('exit_code')}"
         trunc = ", truncated" if e.get("truncated") else ""
         body = _indent(_clip(e.get("output", "")))
-        return f"{stamp}   ({code}, {e['duration']:.3f}s{trunc})" + (f"\n{body}" if body else "")
+        ran = "" if calls_shown else f"[{e['turn']}] $ {_clip(e.get('command', ''), 3)} "
+        head = f"{stamp} {ran}" if ran else f"{stamp}   "
+        return f"{head}({code}, {e['duration']:.3f}s{trunc})" + (f"\n{body}" if body else "")
     if kind == "lock_wait":
         return f"{stamp} waits for lock {e['lock']} (held by {e.get('holder')})"
     if kind == "message":
@@ -111,8 +115,9 @@ def transcript(events: list[Event], by_agent: bool = False) -> Iterator[str]:
     else:
         ordered = events
     last_agent: object = object()
+    calls_shown = any(e.get("kind") == "tool_call" for e in events)
     for e in ordered:
-        line = format_event(e)
+        line = format_event(e, calls_shown=calls_shown)
         if line is None:
             continue
         if by_agent and e.get("agent") != last_agent:

@@ -12,7 +12,7 @@ import yaml
 from sim.events import read_events
 from sim.runner import Run
 from sim.scenario import validate_scenario
-from tests.conftest import counter_only, run_cli, scenario_dict
+from tests.conftest import counter_only, run_cli, scenario_dict, sim_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,24 @@ def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines and all("counter-2" in line for line in lines)
     assert sum("] lock counter.txt" in line for line in lines) == 3
+    # commands alone (their tool calls filtered out) say what ran
+    proc = run_cli("show", str(source), "--agent", "counter-2", "--kind", "command")
+    lines = [line for line in proc.stdout.splitlines() if "counter-2" in line]
+    assert lines and all("] $ " in line and "(exit 0," in line for line in lines)
     listing = run_cli("runs", "--runs-dir", str(tmp_path / "runs"))
     assert source.name in listing.stdout and "counter_race" in listing.stdout
     assert "completed" in listing.stdout
+
+
+def test_show_into_a_pipe_that_closes_early_ends_quietly(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    event = {"t": 0.1, "agent": "a", "kind": "command", "turn": 1, "command": "echo x" * 20}
+    event |= {"output": "x\n" * 20, "exit_code": 0, "duration": 0.001}
+    lines = (json.dumps({"seq": i, **event}) + "\n" for i in range(5000))
+    (run_dir / "events.jsonl").write_text("".join(lines))  # far more than a pipe holds
+    proc = sim_cli("show", str(run_dir))
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(30) == 0
+    assert proc.stderr is not None and proc.stderr.read() == ""
