@@ -20,6 +20,7 @@ from rich.table import Table
 from sim import catalog, replay, transcript
 from sim.environment import scrubbed_env
 from sim.errors import RunError, SimError
+from sim.events import read_events
 from sim.procenv import hide_from_children
 from sim.resume import plan_resume
 from sim.runner import Run, RunResult
@@ -127,15 +128,17 @@ def _report(result: RunResult, name: str, console: Console, quiet: bool) -> int:
     return result.exit_code
 
 
+def cmd_playback(args: argparse.Namespace) -> int:
+    events, torn = transcript.load(args.run_dir)
+    transcript.playback(transcript.select(events), args.speed, lambda line: print(line, flush=True))
+    if torn:
+        print("(the log's last line was torn by a crash and is not shown)", file=sys.stderr)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
     if args.playback:
-        events, torn = transcript.load(args.run_dir)
-        transcript.playback(
-            transcript.select(events), args.speed, lambda line: print(line, flush=True)
-        )
-        if torn:
-            print("(the log's last line was torn by a crash and is not shown)", file=sys.stderr)
-        return 0
+        return _into_pipe(lambda: cmd_playback(args))
     if bool(args.until) != bool(args.then):
         raise RunError("--until AGENT:TURN and --then live go together")
     until = replay.parse_until(args.until) if args.until else None
@@ -259,6 +262,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     print(path)
+    if read_events(args.run_dir / "events.jsonl").torn_line is not None:
+        print("(the log's last line was torn by a crash and is not in the report)", file=sys.stderr)
     return 0
 
 

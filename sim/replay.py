@@ -70,6 +70,7 @@ class Report:
     replay: str
     compared: int
     divergences: list[Divergence] = field(default_factory=list)
+    torn_line: str | None = None  # the recording's torn last line, dropped
 
     @property
     def first(self) -> Divergence | None:
@@ -82,10 +83,17 @@ class Report:
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     def summary(self) -> str:
+        torn = (
+            ["the recording's last line was torn by a crash and was dropped"]
+            if self.torn_line is not None
+            else []
+        )
         if not self.divergences:
-            return f"replay matches the recording: {self.compared} tool results, 0 divergences"
+            matched = f"replay matches the recording: {self.compared} tool results, 0 divergences"
+            return "\n".join([*torn, matched])
         d = self.divergences[0]
         lines = [
+            *torn,
             f"{len(self.divergences)} divergence(s) in {self.compared} tool results.",
             f"first: agent {d.agent}, turn {d.turn}, {d.tool} {d.command}",
             d.diff or f"expected: {d.expected!r}\nactual:   {d.actual!r}",
@@ -188,6 +196,7 @@ async def resimulate(
     result = await run.execute()
     new_events = read_events(result.run_dir / "events.jsonl").events
     report = compare(recording, new_events, result.run_dir, limits)
+    report.torn_line = recording.torn_line
     (result.run_dir / "divergence.json").write_text(report.to_json() + "\n", encoding="utf-8")
     return result, report
 

@@ -21,6 +21,7 @@ from sim.mailbox import Letter, append_letters, deliveries
 from sim.models.base import Message
 from sim.recording import load_recording
 from sim.scenario import Scenario
+from sim.workspace import Workspace, relative_under
 
 Event = dict[str, Any]
 
@@ -132,8 +133,24 @@ def _rebuild(
     return state
 
 
+def _moved(cwd: str | None, first_home: str | None, home: Path) -> str | None:
+    """`cwd` as recorded, moved to where the run directory is now (a run can be copied or
+    moved before it is resumed: its agents go on in it, not in the original). None, so the
+    shell starts at home, for a cwd outside this run's workspace: one recorded before an
+    earlier move, say. The agent's shell never starts in another run's files."""
+    if cwd is None:
+        return None
+    new_root = os.path.realpath(home.parent.parent)  # workspace/, as bash's $PWD spells it
+    if first_home is not None and Path(first_home).name == home.name:
+        rel = relative_under(cwd, str(Path(first_home).parent.parent))
+        if rel is not None:
+            cwd = os.path.join(new_root, rel) if rel else new_root
+    return cwd if relative_under(cwd, new_root) is not None else None
+
+
 def plan_resume(run_dir: Path) -> ResumePlan:
     """Read a run directory and rebuild every agent. Raises RunError if it cannot be resumed."""
+    run_dir = Path(os.path.abspath(run_dir))  # without `..`: it is printed and logged
     events_path = run_dir / "events.jsonl"
     if not events_path.exists():
         raise RunError(f"{run_dir}: no events.jsonl; is this a run directory?")
@@ -156,6 +173,11 @@ def plan_resume(run_dir: Path) -> ResumePlan:
         )
         for cfg in recording.scenario.expanded_agents()
     }
+    for name, agent in agents.items():
+        first_home = next(
+            (e["cwd"] for e in by_agent.get(name, []) if e["kind"] == "agent_start"), None
+        )
+        agent.cwd = _moved(agent.cwd, first_home, Workspace(run_dir).agent_dir(name))
     return ResumePlan(
         run_dir, recording.scenario, recording.events, recording.torn_line, agents, recording.meta
     )

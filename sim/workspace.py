@@ -38,7 +38,7 @@ def new_run_dir(runs_dir: Path, scenario_name: str) -> Path:
     """Create and return a fresh `runs_dir/<run-id>/`, as an absolute path (agents get paths
     such as $SIM_SHARED from it, and their shells do not start where the harness did).
     Raises RunError if it cannot."""
-    runs_dir = runs_dir.absolute()
+    runs_dir = Path(os.path.abspath(runs_dir))
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,7 +101,9 @@ class Workspace:
     """Paths of one run directory, and path confinement for agents."""
 
     def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
+        # Absolute: agents get paths such as $SIM_SHARED from it, and their shells do not
+        # start where the harness did (`sim resume runs/<id>` gives a relative one).
+        self.run_dir = run_dir = Path(os.path.abspath(run_dir))
         self.root = run_dir / "workspace"
         self.shared = self.root / "shared"
         self.agents_root = self.root / "agents"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 import yaml
 
@@ -112,15 +113,29 @@ def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
     assert "completed" in listing.stdout
 
 
-def test_show_into_a_pipe_that_closes_early_ends_quietly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["show"], ["replay", "--playback", "--speed", "0"]])
+def test_printing_into_a_pipe_that_closes_early_ends_quietly(
+    tmp_path: Path, command: list[str]
+) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     event = {"t": 0.1, "agent": "a", "kind": "command", "turn": 1, "command": "echo x" * 20}
     event |= {"output": "x\n" * 20, "exit_code": 0, "duration": 0.001}
     lines = (json.dumps({"seq": i, **event}) + "\n" for i in range(5000))
     (run_dir / "events.jsonl").write_text("".join(lines))  # far more than a pipe holds
-    proc = sim_cli("show", str(run_dir))
+    proc = sim_cli(*command, str(run_dir))
     assert proc.stdout is not None and proc.stdout.readline()
     proc.stdout.close()  # as `| head -1` does
     assert proc.wait(30) == 0
     assert proc.stderr is not None and proc.stderr.read() == ""
+
+
+def test_replay_and_report_of_a_log_with_a_torn_last_line_say_so(tmp_path: Path) -> None:
+    source = counter_race(tmp_path)
+    with (source / "events.jsonl").open("a") as f:
+        f.write('{"seq": 999, "kind": "comm')  # what a crash mid-write leaves
+    proc = run_cli("replay", str(source), "--quiet")
+    assert "last line was torn by a crash and was dropped" in proc.stderr, proc.stderr
+    report = run_cli("report", str(source), "-o", str(tmp_path / "report.html"))
+    assert report.returncode == 0, report.stderr
+    assert "last line was torn by a crash" in report.stderr

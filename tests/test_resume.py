@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -92,6 +94,32 @@ def test_kill_9_at_random_moments_and_resume_ends_exact(tmp_path: Path) -> None:
     ends = [e for e in events if e["kind"] == "agent_end"]
     assert sorted(e["agent"] for e in ends) == [f"counter-{i}" for i in range(1, REPLICAS + 1)]
     assert {e["reason"] for e in ends} == {"finished"}
+
+
+def test_a_copied_run_resumed_by_a_relative_path_goes_on_in_the_copy(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    scenario = counter_only_file(tmp_path, ["agents.0.replicas=2", "agents.0.params.times=40"])
+    proc = start("run", str(scenario), "--quiet", "--runs-dir", str(runs))
+    original = wait_for_commands(proc, runs / "*", 30)
+    assert kill_9(proc), "the run ended before it could be killed"
+    copy = tmp_path / "elsewhere" / "the-copy"
+    shutil.copytree(original, copy, symlinks=True)
+    counter_before = (original / "workspace/shared/counter.txt").read_text()
+    log_before = (original / "events.jsonl").read_bytes()
+
+    # sim_cli runs from the repository root: a relative path from there
+    proc = start("resume", os.path.relpath(copy, ROOT), "--quiet")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert out.strip() == str(copy.resolve())
+    assert int((copy / "workspace/shared/counter.txt").read_text()) == 2 * 40
+    events = read_events(copy / "events.jsonl").events
+    restarts = [e for e in events if e["kind"] == "shell_restart"]
+    assert restarts and all(e["cwd"].startswith(str(copy.resolve())) for e in restarts)
+    assert not [e for e in events if e["kind"] == "command" and e["exit_code"] != 0]
+    # the original, where the copy came from, is as the kill left it
+    assert (original / "workspace/shared/counter.txt").read_text() == counter_before
+    assert (original / "events.jsonl").read_bytes() == log_before
 
 
 def _kill_when_logged(tmp_path: Path, scenario: dict[str, Any], needle: str) -> Path:
