@@ -7,6 +7,7 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -20,7 +21,8 @@ from rich.table import Table
 from sim import catalog, replay, transcript
 from sim.environment import scrubbed_env
 from sim.errors import RunError, SimError
-from sim.events import read_events
+from sim.events import Payload, read_events
+from sim.models import check_policies
 from sim.procenv import hide_from_children
 from sim.resume import plan_resume
 from sim.runner import Run, RunResult
@@ -210,9 +212,35 @@ def cmd_schema() -> int:
     return 0
 
 
+def _check_show_filters(args: argparse.Namespace, first: dict[str, object] | None) -> None:
+    """RunError for a --kind no event has, or an --agent the run does not have (`first` is
+    the log's first event, run_start): a filter that can match nothing is a typo, and would
+    print nothing without saying why."""
+    unknown = sorted(set(args.kind or ()) - set(Payload.registry))
+    if unknown:
+        kinds = ", ".join(sorted(Payload.registry))
+        raise RunError(f"--kind {', '.join(unknown)}: no such event kind; the kinds are {kinds}")
+    agents = first.get("agents") if first and first.get("kind") == "run_start" else None
+    if args.agent and isinstance(agents, list) and args.agent not in agents:
+        names = ", ".join(map(str, agents))
+        raise RunError(f"--agent {args.agent}: no agent of that name; this run has {names}")
+
+
+def _run_alive(run_dir: Path) -> bool:
+    """Is the process that writes this run still there (meta.json's pid)? True if unknown."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        pid = json.loads((run_dir / "meta.json").read_text(encoding="utf-8")).get("pid")
+        if isinstance(pid, int):
+            return Path(f"/proc/{pid}").exists()
+    return True
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     kinds = args.kind or None
     if args.follow:
+        log = args.run_dir / "events.jsonl"
+        with contextlib.suppress(OSError, ValueError), log.open(encoding="utf-8") as f:
+            _check_show_filters(args, json.loads(f.readline()))  # (if it has logged yet)
         calls_shown = kinds is None or "tool_call" in kinds
 
         def emit(event: dict[str, object]) -> None:
@@ -221,9 +249,11 @@ def cmd_show(args: argparse.Namespace) -> int:
                 if line:
                     print(line, flush=True)
 
-        transcript.follow(args.run_dir / "events.jsonl", emit)
+        if not transcript.follow(log, emit, writer_alive=lambda: _run_alive(args.run_dir)):
+            print("(the run's process is gone: it ended without logging its end)", file=sys.stderr)
         return 0
     events, torn = transcript.load(args.run_dir)
+    _check_show_filters(args, events[0] if events else None)
     for line in transcript.transcript(transcript.select(events, args.agent, kinds), args.by_agent):
         print(line)
     if torn:
@@ -276,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, console)
         if args.command == "validate":
             scenario = load_scenario(args.scenario, args.overrides)
+            check_policies(scenario, args.scenario.resolve().parent)
             agents = len(scenario.expanded_agents())
             print(f"{args.scenario}: ok ({scenario.name}, {agents} agents)")
             return 0

@@ -45,7 +45,7 @@ from sim.events import (
 from sim.isolation import Sandbox
 from sim.locks import LockManager
 from sim.mailbox import Mailbox
-from sim.models import check_ready, make_model, open_client
+from sim.models import check_policies, check_ready, make_model, open_client
 from sim.models.base import Model
 from sim.scenario import AgentConfig, Scenario
 from sim.scheduler import Scheduler
@@ -160,6 +160,8 @@ class Run:
         self._use_api = model_factory is None if use_api is None else use_api
         if self._use_api:
             check_ready(scenario, self.env)  # no API key: fail before the run directory exists
+        if model_factory is None:
+            check_policies(scenario, scenario_dir)  # nor with a policy that cannot load
         self.client: object = None  # the run's Anthropic client, open while agents run
         self.resume = resume  # go on with a killed run, in its own directory
         self.run_dir = resume.run_dir if resume else new_run_dir(runs_dir, scenario.name)

@@ -390,6 +390,8 @@ def load_scenario(path: Path | str, overrides: list[str] = ()) -> Scenario:  # t
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ScenarioError(f"{path}{where}: not valid YAML: {problem}") from exc
+    if data is None:
+        raise ScenarioError(f"{path}: the file is empty; a scenario needs at least name and agents")
     if not isinstance(data, dict):
         raise ScenarioError(
             f"{path}: a scenario is a YAML mapping with keys such as name and agents "
@@ -398,7 +400,9 @@ def load_scenario(path: Path | str, overrides: list[str] = ()) -> Scenario:  # t
     for text_override in overrides:
         keys, value = parse_override(text_override)
         apply_override(data, keys, value, text_override)
-    return validate_scenario(data, str(path))
+    # A bad key or value may come from a --set rather than the file: name both.
+    source = f"{path} with --set {' '.join(overrides)}" if overrides else str(path)
+    return validate_scenario(data, source)
 
 
 def validate_scenario(data: dict[str, Any], source: str = "<scenario>") -> Scenario:

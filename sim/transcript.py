@@ -127,16 +127,26 @@ def transcript(events: list[Event], by_agent: bool = False) -> Iterator[str]:
 
 
 def follow(
-    path: Path, emit: Callable[[Event], None], poll: float = 0.2, stop_at_end: bool = True
-) -> None:
-    """Call `emit` for each event as it is appended (like `tail -f`), until `run_end`."""
+    path: Path,
+    emit: Callable[[Event], None],
+    poll: float = 0.2,
+    stop_at_end: bool = True,
+    writer_alive: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Call `emit` for each event as it is appended (like `tail -f`), until `run_end`: True.
+    False once the log has no more and `writer_alive()` says its writer is gone (a run killed
+    before it could log its end)."""
     with path.open(encoding="utf-8") as f:
         pending = ""
         while True:
             chunk = f.readline()
             if not chunk:
-                time.sleep(poll)
-                continue
+                if writer_alive():
+                    time.sleep(poll)
+                    continue
+                chunk = f.readline()  # what it wrote just before it went, if anything
+                if not chunk:
+                    return False
             pending += chunk
             if not pending.endswith("\n"):
                 continue  # a line still being written
@@ -144,7 +154,7 @@ def follow(
             pending = ""
             emit(event)
             if stop_at_end and event.get("kind") == "run_end":
-                return
+                return True
 
 
 def playback(events: list[Event], speed: float, emit: Callable[[str], None]) -> None:

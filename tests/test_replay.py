@@ -104,6 +104,11 @@ def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
     lines = proc.stdout.strip().splitlines()
     assert lines and all("counter-2" in line for line in lines)
     assert sum("] lock counter.txt" in line for line in lines) == 3
+    # a filter that can match nothing is refused, saying why
+    proc = run_cli("show", str(source), "--agent", "zed")
+    assert proc.returncode == 2 and "no agent of that name; this run has counter-1" in proc.stderr
+    proc = run_cli("show", str(source), "--kind", "Command")
+    assert proc.returncode == 2 and "no such event kind; the kinds are" in proc.stderr
     # commands alone (their tool calls filtered out) say what ran
     proc = run_cli("show", str(source), "--agent", "counter-2", "--kind", "command")
     lines = [line for line in proc.stdout.splitlines() if "counter-2" in line]

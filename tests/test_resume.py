@@ -244,3 +244,12 @@ def test_a_finished_run_cannot_be_resumed(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=60)
     with pytest.raises(RunError, match="only a run that was killed partway can be resumed"):
         plan_resume(Path(out.strip()))
+
+
+def test_following_a_killed_run_ends_once_its_log_is_read(tmp_path: Path) -> None:
+    run_dir = _kill_mid_command(tmp_path)
+    proc = start("show", str(run_dir), "--follow")
+    out, err = proc.communicate(timeout=30)  # before: it waited for a run_end forever
+    assert proc.returncode == 0, err
+    assert "[2] bash $ cd /tmp && sleep 30" in out
+    assert "the run's process is gone" in err

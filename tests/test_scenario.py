@@ -104,6 +104,14 @@ def test_overrides_apply_and_validate(tmp_path: Path) -> None:
         load_scenario(path, ["agents.3.replicas=2"])
     with pytest.raises(ScenarioError, match=r"KEY\.PATH=VALUE"):
         load_scenario(path, ["limits.max_turns"])
+    # an error a --set brings in names the --set, not only the file
+    from_set = r"with --set limits\.max_turn=5: limits\.max_turn: unknown"
+    with pytest.raises(ScenarioError, match=from_set):
+        load_scenario(path, ["limits.max_turn=5"])
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ScenarioError, match="the file is empty"):
+        load_scenario(empty)
 
 
 def test_cli_validate_and_schema_exit_codes(tmp_path: Path) -> None:
@@ -117,3 +125,14 @@ def test_cli_validate_and_schema_exit_codes(tmp_path: Path) -> None:
     assert "bad.yaml: agents[0].name" in err.stderr and "Traceback" not in err.stderr
     schema = run("schema")
     assert schema.returncode == 0 and '"agents"' in schema.stdout
+
+
+def test_a_policy_that_cannot_be_imported_fails_validate_and_run_up_front(tmp_path: Path) -> None:
+    spec = {"name": "p", "agents": [{"name": "a", "policy": "no_such_module_here:fn"}]}
+    path = write(tmp_path, spec, "policy.yaml")
+    for command in (["validate", str(path)], ["run", str(path), "--runs-dir", str(tmp_path / "r")]):
+        proc = run_cli(*command)
+        assert proc.returncode == 2, proc.stderr
+        assert "agents: a: policy 'no_such_module_here:fn': cannot import" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()  # no run directory for a run that could not start

@@ -43,6 +43,16 @@ def check_ready(scenario: Scenario, env: Mapping[str, str]) -> None:
         _claude().check_ready(scenario, env)
 
 
+def check_policies(scenario: Scenario, scenario_dir: Path | None) -> None:
+    """ScenarioError, before anything starts, if an agent's `policy` cannot be imported."""
+    for spec in scenario.agents:
+        if spec.policy:
+            try:
+                load_policy(spec.policy, scenario_dir)
+            except ScenarioError as exc:
+                raise ScenarioError(f"agents: {spec.name}: {exc}") from None
+
+
 @asynccontextmanager
 async def open_client(scenario: Scenario, env: Mapping[str, str]) -> AsyncIterator[Any]:
     """The run's one AsyncAnthropic, closed afterwards; None when no agent is Claude."""
