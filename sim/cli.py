@@ -139,6 +139,8 @@ def cmd_playback(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
+    if args.speed < 0:
+        raise RunError(f"--speed {args.speed:g}: give 0 (no pauses) or a positive factor")
     if args.playback:
         return _into_pipe(lambda: cmd_playback(args))
     if bool(args.until) != bool(args.then):
@@ -262,6 +264,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, console: Console) -> int:
+    if not args.runs_dir.is_dir():
+        raise RunError(f"{args.runs_dir}: no such directory; --runs-dir names where runs are")
     table = Table(title=f"runs in {args.runs_dir}")
     for column in ("run", "scenario", "status", "start", "duration", "agents", "tokens", "cost"):
         table.add_column(column)

@@ -9,9 +9,9 @@ from typing import Any
 
 import yaml
 
-from sim.errors import RunError
 from sim.events import read_events
 from sim.scenario import Scenario, validate_scenario
+from sim.workspace import require_run_dir
 
 Event = dict[str, Any]
 
@@ -36,9 +36,8 @@ class Recording:
 
 def load_recording(run_dir: Path) -> Recording:
     """Read a run directory; RunError if it is not one."""
+    require_run_dir(run_dir, "scenario.yaml", "events.jsonl")
     scenario_path, events_path = run_dir / "scenario.yaml", run_dir / "events.jsonl"
-    if not scenario_path.exists() or not events_path.exists():
-        raise RunError(f"{run_dir}: not a run directory (needs scenario.yaml and events.jsonl)")
     # libyaml's loader, when PyYAML has it: this file is written by the harness, so the pure
     # Python loader's friendlier errors are not needed, and it is ~10x slower (a replay's start).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -151,9 +151,6 @@ def _moved(cwd: str | None, first_home: str | None, home: Path) -> str | None:
 def plan_resume(run_dir: Path) -> ResumePlan:
     """Read a run directory and rebuild every agent. Raises RunError if it cannot be resumed."""
     run_dir = Path(os.path.abspath(run_dir))  # without `..`: it is printed and logged
-    events_path = run_dir / "events.jsonl"
-    if not events_path.exists():
-        raise RunError(f"{run_dir}: no events.jsonl; is this a run directory?")
     recording = load_recording(run_dir)
     if any(e["kind"] == "run_end" for e in recording.events[-1:]):
         raise RunError(

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sim.errors import RunError
 from sim.events import read_events
+from sim.workspace import require_run_dir
 
 Event = dict[str, Any]
 _MAX_OUTPUT_LINES = 20
@@ -90,10 +90,8 @@ def format_event(e: Event, *, calls_shown: bool = True) -> str | None:
 
 
 def load(run_dir: Path) -> tuple[list[Event], str | None]:
-    path = run_dir / "events.jsonl"
-    if not path.exists():
-        raise RunError(f"{run_dir}: no events.jsonl here; is this a run directory?")
-    contents = read_events(path)
+    require_run_dir(run_dir, "events.jsonl")
+    contents = read_events(run_dir / "events.jsonl")
     return contents.events, contents.torn_line
 
 

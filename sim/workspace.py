@@ -39,6 +39,8 @@ def new_run_dir(runs_dir: Path, scenario_name: str) -> Path:
     such as $SIM_SHARED from it, and their shells do not start where the harness did).
     Raises RunError if it cannot."""
     runs_dir = Path(os.path.abspath(runs_dir))
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise RunError(f"{runs_dir}: not a directory; --runs-dir needs a directory for runs")
     try:
         runs_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -84,6 +86,17 @@ def real_path(path: Path | str) -> str:
     return (
         real if real.startswith("/") and not real.endswith(" (deleted)") else os.path.realpath(path)
     )
+
+
+def require_run_dir(run_dir: Path, *files: str) -> None:
+    """RunError unless `run_dir` is a directory holding `files` (events.jsonl, ...)."""
+    if not run_dir.exists():
+        raise RunError(f"{run_dir}: no such directory; give a run directory, e.g. runs/<run-id>")
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: not a directory; give a run directory, e.g. runs/<run-id>")
+    missing = [name for name in files if not (run_dir / name).exists()]
+    if missing:
+        raise RunError(f"{run_dir}: no {', '.join(missing)} here; is this a run directory?")
 
 
 def relative_under(path: str, top: str) -> str | None:

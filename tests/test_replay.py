@@ -113,6 +113,12 @@ def test_show_filters_and_runs_lists(tmp_path: Path) -> None:
     proc = run_cli("show", str(source), "--agent", "counter-2", "--kind", "command")
     lines = [line for line in proc.stdout.splitlines() if "counter-2" in line]
     assert lines and all("] $ " in line and "(exit 0," in line for line in lines)
+    nowhere = str(tmp_path / "nowhere")
+    for command in (["show", nowhere], ["runs", "--runs-dir", nowhere], ["resume", nowhere]):
+        proc = run_cli(*command)
+        assert proc.returncode == 2 and f"{nowhere}: no such directory" in proc.stderr
+    proc = run_cli("replay", "--playback", str(source), "--speed", "-1")
+    assert proc.returncode == 2 and "--speed -1: give 0" in proc.stderr
     listing = run_cli("runs", "--runs-dir", str(tmp_path / "runs"))
     assert source.name in listing.stdout and "counter_race" in listing.stdout
     assert "completed" in listing.stdout
