@@ -10,6 +10,7 @@ again silently: the agent gets an error result saying so, and the log records `i
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,17 +136,22 @@ def _rebuild(
 
 def _moved(cwd: str | None, first_home: str | None, home: Path) -> str | None:
     """`cwd` as recorded, moved to where the run directory is now (a run can be copied or
-    moved before it is resumed: its agents go on in it, not in the original). None, so the
-    shell starts at home, for a cwd outside this run's workspace: one recorded before an
-    earlier move, say. The agent's shell never starts in another run's files."""
+    moved before it is resumed: its agents go on in it, not in the original). A cwd outside
+    the run (/tmp, say) stays; None, so the shell starts at home, for one inside some run's
+    workspace but not this one's (recorded before an earlier move): the agent's shell never
+    starts among another run's files."""
     if cwd is None:
         return None
     new_root = os.path.realpath(home.parent.parent)  # workspace/, as bash's $PWD spells it
     if first_home is not None and Path(first_home).name == home.name:
         rel = relative_under(cwd, str(Path(first_home).parent.parent))
         if rel is not None:
-            cwd = os.path.join(new_root, rel) if rel else new_root
-    return cwd if relative_under(cwd, new_root) is not None else None
+            return os.path.join(new_root, rel) if rel else new_root
+    if relative_under(cwd, new_root) is not None:
+        return cwd
+    pairs = itertools.pairwise(cwd.split("/"))
+    in_a_run = any(a == "workspace" and b in ("agents", "shared") for a, b in pairs)
+    return None if in_a_run else cwd
 
 
 def plan_resume(run_dir: Path) -> ResumePlan:

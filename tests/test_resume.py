@@ -253,3 +253,20 @@ def test_following_a_killed_run_ends_once_its_log_is_read(tmp_path: Path) -> Non
     assert proc.returncode == 0, err
     assert "[2] bash $ cd /tmp && sleep 30" in out
     assert "the run's process is gone" in err
+
+
+def test_a_recorded_cwd_follows_the_run_it_was_recorded_in(tmp_path: Path) -> None:
+    from sim.resume import _moved
+
+    home = tmp_path / "copy/workspace/agents/a"  # where agent a's home is now
+    home.mkdir(parents=True)
+    now = str(home.resolve())
+    old = "/old/run/workspace/agents/a"  # its home when the run started
+    assert _moved(old + "/src", old, home) == now + "/src"  # moved with the run
+    shared = str(home.resolve().parent.parent / "shared")
+    assert _moved("/old/run/workspace/shared", old, home) == shared
+    assert _moved("/tmp", old, home) == "/tmp"  # outside any run: stays
+    assert _moved(now + "/src", old, home) == now + "/src"  # recorded here already
+    # inside a run's workspace, but neither this one nor where it started: never go there
+    assert _moved("/elsewhere/workspace/agents/a", old, home) is None
+    assert _moved(None, old, home) is None
