@@ -194,7 +194,11 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
     """Load the run at `path`, write its report (default `<run>/report.html`), return where.
 
     Raises RunLoadError (from `load_run`) when `path` is not a readable run."""
-    run = load_run(path)
+    return save_report(load_run(path), output)
+
+
+def save_report(run: RunFrames, output: str | Path | None = None) -> Path:
+    """Write the report of a loaded run (default `<run>/report.html`); return where."""
     target = Path(output) if output is not None else run.paths[0] / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render(run), encoding="utf-8")

@@ -1,5 +1,6 @@
-"""The pty plumbing under sim.shell: capped output capture, a timerfd, terminal modes, and
-the scan for a session's processes. Kept apart so shell.py reads as the command protocol."""
+"""The pty plumbing under sim.shell: what the forked child does before bash runs, capped output
+capture, a timerfd, terminal modes, and killing a session's processes. Kept apart so shell.py
+reads as the command protocol."""
 
 from __future__ import annotations
 
@@ -7,11 +8,54 @@ import contextlib
 import ctypes
 import math
 import os
+import resource
 import signal
 import termios
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
+
+
+def exec_in_child(
+    argv: list[str], env: Mapping[str, str], cwd: Path, preexec: Callable[[], None] | None
+) -> Callable[[], None]:
+    """The preexec_fn to give pexpect.spawn: in the child, it sets up the terminal, runs
+    `preexec` (the sandbox's setup) and execs `argv` itself; it never returns.
+
+    ptyprocess holds the harness on a pipe until exec closes it: after the sandbox's setup (the
+    first cgroup join of a burst waits ~14 ms for an RCU grace period) and the kernel's
+    teardown of the child's copy of the harness (5-7 ms at 45-125 MB). So the child closes that
+    pipe itself once the terminal is set up. Whatever fails, even a KeyboardInterrupt, is
+    printed on the terminal, where the start's wait for the first prompt reads it, and the
+    child exits: it must never return into its copy of the harness."""
+    # ptyprocess leaves the child no descriptor above 2 but its pipe, up to this bound:
+    max_fd = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+    def child_setup() -> None:
+        try:
+            # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
+            # chdir, and the forked copy of the harness would go on running its caller.
+            os.chdir(cwd)
+            termios.tcsetattr(0, termios.TCSANOW, wanted_modes(termios.tcgetattr(0)))
+            # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
+            # this, `yes | head` in the shell ends "yes: Broken pipe" instead of quietly.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            os.closerange(3, max_fd)  # the pipe; stdio is all bash inherits anyway
+            if preexec is not None:
+                preexec()
+            os.execve(argv[0], argv, env)
+        except BaseException as exc:
+            with contextlib.suppress(BaseException):
+                why = f"cannot start {argv[0]} in {cwd}: {type(exc).__name__}: {exc}"
+                os.write(2, why.encode(errors="replace") + b"\n")  # the terminal makes it CRLF
+        finally:
+            os._exit(127)
+
+    return child_setup
 
 
 class Capture:
@@ -133,21 +177,19 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
-def exited(pidfd: int) -> bool:
-    """Has the process behind `pidfd` ended? It is not reaped: as a zombie it keeps its pid,
-    which for bash is its session's id too, from being reused (pid_max may be 32768)."""
+def _state(pidfd: int) -> str:
+    """ "running", "ended" (a zombie, not reaped: it keeps its pid, which for bash is its
+    session's id too, from being reused; pid_max may be 32768) or "reaped"."""
     try:
-        return os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:  # reaped already
-        return True
-
-
-def _reaped(pidfd: int) -> bool:
-    try:
-        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        ended = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
     except ChildProcessError:
-        return True
-    return False
+        return "reaped"
+    return "running" if ended is None else "ended"
+
+
+def exited(pidfd: int) -> bool:
+    """Has the process behind `pidfd` ended? It is not reaped (see `_state`)."""
+    return _state(pidfd) != "running"
 
 
 async def kill_session(proc: Any, pidfd: int) -> None:
@@ -167,7 +209,7 @@ async def kill_session(proc: Any, pidfd: int) -> None:
                 with trio.move_on_after(0.05):
                     await trio.lowlevel.wait_readable(pidfd)
         with trio.move_on_after(4.0):
-            while not _reaped(pidfd) and (victims := session_members(proc.pid)):
+            while _state(pidfd) != "reaped" and (victims := session_members(proc.pid)):
                 for pid in victims:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)

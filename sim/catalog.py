@@ -36,6 +36,12 @@ def _from_log(run_dir: Path) -> tuple[float | None, int]:
     return (events[-1]["t"] if events else None), tokens
 
 
+def writer_alive(meta: dict[str, object]) -> bool:
+    """Is the process that writes the run (meta.json's pid) still there? True if unknown."""
+    pid = meta.get("pid")
+    return not isinstance(pid, int) or Path(f"/proc/{pid}").exists()
+
+
 def list_runs(runs_dir: Path) -> list[RunRow]:
     rows = []
     for meta_path in sorted(runs_dir.glob("*/meta.json")):
@@ -47,7 +53,7 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
         status = meta.get("status", "?")
         if duration is None:
             duration, tokens = _from_log(meta_path.parent)
-            if status == "running" and not Path(f"/proc/{meta.get('pid', 0)}").exists():
+            if status == "running" and not writer_alive(meta):
                 status = "killed"  # its process is gone without writing how it ended
         rows.append(
             RunRow(

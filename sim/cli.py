@@ -21,7 +21,7 @@ from rich.table import Table
 from sim import catalog, replay, transcript
 from sim.environment import scrubbed_env
 from sim.errors import RunError, SimError
-from sim.events import Payload, read_events
+from sim.events import Payload
 from sim.models import check_policies
 from sim.procenv import hide_from_children
 from sim.resume import plan_resume
@@ -228,15 +228,6 @@ def _check_show_filters(args: argparse.Namespace, first: dict[str, object] | Non
         raise RunError(f"--agent {args.agent}: no agent of that name; this run has {names}")
 
 
-def _run_alive(run_dir: Path) -> bool:
-    """Is the process that writes this run still there (meta.json's pid)? True if unknown."""
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        pid = json.loads((run_dir / "meta.json").read_text(encoding="utf-8")).get("pid")
-        if isinstance(pid, int):
-            return Path(f"/proc/{pid}").exists()
-    return True
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     kinds = args.kind or None
     if args.follow:
@@ -251,7 +242,10 @@ def cmd_show(args: argparse.Namespace) -> int:
                 if line:
                     print(line, flush=True)
 
-        if not transcript.follow(log, emit, writer_alive=lambda: _run_alive(args.run_dir)):
+        meta: dict[str, object] = {}  # read once: its pid is the writer's
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads((args.run_dir / "meta.json").read_text(encoding="utf-8"))
+        if not transcript.follow(log, emit, writer_alive=lambda: catalog.writer_alive(meta)):
             print("(the run's process is gone: it ended without logging its end)", file=sys.stderr)
         return 0
     events, torn = transcript.load(args.run_dir)
@@ -287,16 +281,16 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     # Imported here, not at the top: analysis pulls in pandas and matplotlib (about a second
     # of start-up, and sim itself must never depend on them), so only `report` pays for it.
-    from analysis import RunLoadError
-    from analysis.report import write_report
+    from analysis import RunLoadError, load_run
+    from analysis.report import save_report
 
     try:
-        path = write_report(args.run_dir, args.output)
+        run = load_run(args.run_dir)
     except RunLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(path)
-    if read_events(args.run_dir / "events.jsonl").torn_line is not None:
+    print(save_report(run, args.output))
+    if run.torn_lines:
         print("(the log's last line was torn by a crash and is not in the report)", file=sys.stderr)
     return 0
 

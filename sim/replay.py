@@ -83,21 +83,19 @@ class Report:
         return json.dumps(data, indent=2, ensure_ascii=False)
 
     def summary(self) -> str:
-        torn = (
-            ["the recording's last line was torn by a crash and was dropped"]
-            if self.torn_line is not None
-            else []
-        )
-        if not self.divergences:
-            matched = f"replay matches the recording: {self.compared} tool results, 0 divergences"
-            return "\n".join([*torn, matched])
-        d = self.divergences[0]
-        lines = [
-            *torn,
-            f"{len(self.divergences)} divergence(s) in {self.compared} tool results.",
-            f"first: agent {d.agent}, turn {d.turn}, {d.tool} {d.command}",
-            d.diff or f"expected: {d.expected!r}\nactual:   {d.actual!r}",
-        ]
+        lines = []
+        if self.torn_line is not None:
+            lines.append("the recording's last line was torn by a crash and was dropped")
+        d = self.first
+        if d is None:
+            matched = f"{self.compared} tool results, 0 divergences"
+            lines.append(f"replay matches the recording: {matched}")
+        else:
+            lines += [
+                f"{len(self.divergences)} divergence(s) in {self.compared} tool results.",
+                f"first: agent {d.agent}, turn {d.turn}, {d.tool} {d.command}",
+                d.diff or f"expected: {d.expected!r}\nactual:   {d.actual!r}",
+            ]
         return "\n".join(lines)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import resource
 import secrets
 import select
 import shlex
@@ -35,6 +34,7 @@ import trio
 
 from sim._pty import Capture as _Capture
 from sim._pty import Timer as _Timer
+from sim._pty import exec_in_child as _exec_in_child
 from sim._pty import exited as _exited
 from sim._pty import foreground as _foreground
 from sim._pty import kill_session as _kill_session
@@ -413,43 +413,11 @@ class Shell:
         return None
 
     async def _spawn(self, cwd: Path) -> None:
-        user_preexec = self._preexec_fn
         # What ptyprocess would exec, resolved as pexpect does (on the shell's PATH). None
         # leaves it to pexpect.spawn below, which then raises "command not found".
         exe = pexpect.which(self._argv[0], env=self._env)
-        argv, env = [exe or self._argv[0], *self._argv[1:]], self._env
-        # ptyprocess leaves the child no descriptor above 2 but its pipe, up to this bound:
-        max_fd = min(1 << 20, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-
-        def child_setup() -> None:  # in the child: it execs bash or exits, never returns
-            # ptyprocess holds the harness on a pipe until exec closes it: after the sandbox's
-            # setup (the first cgroup join of a burst waits ~14 ms for an RCU grace period) and
-            # the kernel's teardown of this child's copy of the harness (5-7 ms at 45-125 MB).
-            # So the child closes that pipe itself, once the terminal is set up, and execs bash
-            # itself. Whatever fails, even a KeyboardInterrupt, is printed on the terminal,
-            # where the start's wait for the first prompt reads it, and the child exits: it
-            # must never return into its copy of the harness.
-            try:
-                # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
-                # chdir, and the forked copy of this process would go on running its caller.
-                os.chdir(cwd)
-                termios.tcsetattr(0, termios.TCSANOW, _wanted_modes(termios.tcgetattr(0)))
-                # Python ignores SIGPIPE and SIGXFSZ, and ignored signals survive exec: without
-                # this, `yes | head` in the shell ends "yes: Broken pipe" instead of quietly.
-                for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-                    signal.signal(sig, signal.SIG_DFL)
-                signal.pthread_sigmask(signal.SIG_SETMASK, ())
-                os.closerange(3, max_fd)  # the pipe; stdio is all bash inherits anyway
-                if user_preexec is not None:
-                    user_preexec()
-                os.execve(argv[0], argv, env)
-            except BaseException as exc:
-                with contextlib.suppress(BaseException):
-                    why = f"cannot start {argv[0]} in {cwd}: {type(exc).__name__}: {exc}"
-                    os.write(2, why.encode(errors="replace") + b"\n")  # the terminal makes it CRLF
-            finally:
-                os._exit(127)
-
+        argv = [exe or self._argv[0], *self._argv[1:]]
+        child_setup = _exec_in_child(argv, self._env, cwd, self._preexec_fn)
         try:
             # In the trio thread, not a worker thread: forking a process that has other threads
             # and then running Python in the child (child_setup, the sandbox's setup) is what
@@ -462,7 +430,7 @@ class Shell:
                 echo=False,
                 preexec_fn=child_setup,
             )
-        except Exception as e:  # pexpect re-raises the child's chdir/exec/preexec error
+        except Exception as e:  # no such program, or no fork (the child's own errors it prints)
             raise ShellError(f"cannot start {' '.join(self._argv)} in {cwd}: {e}") from e
         # pexpect sleeps 50 ms before each send and 100 ms around close: we never use its
         # send/expect, and close only once bash is reaped.
