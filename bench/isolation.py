@@ -36,7 +36,8 @@ async def spawn_ms(setup: ChildSetup | None, cwd: Path, n: int, **kw: object) ->
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        async with Shell(cwd, scrubbed_env(os.environ, cwd), preexec_fn=setup, **kw) as shell:
+        seams = setup.shell_kwargs() if setup is not None else {}
+        async with Shell(cwd, scrubbed_env(os.environ, cwd), **seams, **kw) as shell:
             await shell.run("true", timeout=10)
             times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)

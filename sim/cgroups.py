@@ -6,7 +6,7 @@ on one of them (notes/container.md: here memory and pids are on v1, v2 has neith
 controller is looked up on its own, under the harness's own cgroup (never above it), and one
 that is missing, read-only or cannot be delegated is reported with the reason, never guessed.
 
-    <harness cgroup>/sim-<token>/<agent>/   one per agent; the shell joins it before exec
+    <harness cgroup>/sim-<token>/<agent>/   one per agent; its bash is put in it at start
 
 Nothing here blocks for long: cgroup files are in memory, and the only waits (killing and
 removing) are trio sleeps.
@@ -135,7 +135,7 @@ class AgentCgroup:
     limits: dict[str, int]  # memory_mb, pids: what was written
 
     def procs_files(self) -> tuple[str, ...]:
-        """Files the shell writes its pid to, before exec (see isolation.ChildSetup)."""
+        """Files bash's pid is written to, before bash runs a command (see sim.isolation)."""
         return tuple(sorted({str(d / "cgroup.procs") for d in self.dirs.values()}))
 
     def counters(self) -> dict[str, int]:

@@ -3,16 +3,19 @@
 The run's Sandbox checks the privileges the scenario needs (a clear IsolationError if they
 are missing), makes the agents' Unix users (`isolation: users`, sim.users) and cgroups
 (sim.cgroups), and undoes all of it at the end. Each AgentSandbox gives the agent's Shell a
-ChildSetup to run between fork and exec, checks commands against the policy (sim.policy),
-logs the limits that bit, and when the agent ends kills whatever it left running.
+ChildSetup, checks commands against the policy (sim.policy), logs the limits that bit, and
+when the agent ends kills whatever it left running.
 
-In the child, in this order (joining a cgroup and making a namespace need the root that the
-last step gives up):
+Setting up an agent's bash, in this order (joining a cgroup and making a namespace need the
+root that the last step gives up):
   1. join the agent's cgroups (memory, pids)
-  2. `network: false`: a network namespace of its own, loopback up, nothing else
-  3. setrlimit (sim.limits)
+  2. its rlimits (sim.limits)
+  3. `network: false`: a network namespace of its own, loopback up, nothing else
   4. `isolation: users`: setgroups, setgid, setuid to the agent's user; no_new_privs, so no
      setuid program gives root back; umask 007, so shared/ files stay group-writable
+With 3 or 4, all of it runs in the child between fork and exec. Without them, bash is not
+forked from the harness but posix_spawned (sim._pty), and the harness does 1 and 2 to it
+before it reads its first command, so they bind all it will run.
 """
 
 from __future__ import annotations
@@ -50,8 +53,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 @dataclass(frozen=True)
 class ChildSetup:
-    """The Shell's preexec_fn: runs in the forked child, before exec. Everything it needs is
-    computed in the parent; a failure raises, and Shell reports it as a ShellError."""
+    """How an agent's bash is confined, in two parts (module docstring). Everything it needs
+    is computed in the parent; a failure raises, and Shell reports it as a ShellError."""
 
     cgroup_procs: tuple[str, ...] = ()
     network: bool = True
@@ -60,14 +63,20 @@ class ChildSetup:
     gid: int | None = None
     groups: tuple[int, ...] = ()
 
-    def __call__(self) -> None:
-        pid = str(os.getpid())
-        for path in self.cgroup_procs:
-            with open(path, "w") as f:
-                f.write(pid)
+    def shell_kwargs(self) -> dict[str, Any]:
+        """The Shell's seams. All of it in the child when part must be done there: that
+        makes the start a fork of the harness (~10x the CPU of a posix_spawn), and the harness
+        goes on before the child execs, so the parent cannot act on the child safely."""
+        if not self.network or self.uid is not None:
+            return {"preexec_fn": self.in_child}
+        return {"on_spawn": self.admit}
+
+    def in_child(self) -> None:
+        """Between fork and exec, in this order (joining a cgroup and making a namespace need
+        the root that the last step gives up)."""
+        self.admit(0)
         if not self.network:
             _own_network()
-        apply_rlimits(list(self.rlimits))
         if self.uid is not None and self.gid is not None:
             os.setgroups(list(self.groups))
             os.setgid(self.gid)
@@ -75,6 +84,13 @@ class ChildSetup:
             if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
                 raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
             os.umask(0o007)
+
+    def admit(self, pid: int) -> None:
+        """Put process `pid` (0: this one) in the agent's cgroups and set its rlimits."""
+        for path in self.cgroup_procs:
+            with open(path, "w") as f:
+                f.write(str(pid or os.getpid()))
+        apply_rlimits(list(self.rlimits), pid)
 
 
 def _own_network() -> None:
@@ -131,7 +147,7 @@ class AgentSandbox:
     _seen: dict[str, int] = field(default_factory=dict, init=False)  # counters reported
 
     def shell_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"preexec_fn": self.setup}
+        kwargs = self.setup.shell_kwargs()
         if self.user is not None:  # bash must read the files long commands are sent through
             kwargs["command_file_gid"] = self.user.gid
         return kwargs

@@ -1,9 +1,9 @@
-"""Per-process resource limits (setrlimit) for an agent's shell and everything it starts.
+"""Per-process resource limits (prlimit) for an agent's shell and everything it starts.
 
 They are worked out in the harness (clamped to the harness's own hard limits: without
-CAP_SYS_RESOURCE a limit can be lowered, never raised, notes/container.md) and set in the
-child between fork and exec, so bash and all its descendants inherit them. Soft and hard are
-the same: an agent cannot raise its own limit back.
+CAP_SYS_RESOURCE a limit can be lowered, never raised, notes/container.md) and set on bash
+before it reads its first command (see sim.isolation), so all it starts inherits them. Soft
+and hard are the same: an agent cannot raise its own limit back.
 
 What each one does when hit:
 - cpu_seconds: the process gets SIGXCPU (exit code 152 in bash) after that much CPU time,
@@ -40,7 +40,7 @@ SIGNALLED = {
 
 
 def rlimits_for(res: Resources) -> tuple[list[tuple[int, int]], dict[str, int | None]]:
-    """The (rlimit, value) pairs to set in the child, and the effective value of each limit
+    """The (rlimit, value) pairs to set on the agent's bash, and the effective value of each limit
     in the scenario's units (None: unlimited). A value above the harness's own hard limit is
     lowered to it, since raising a hard limit needs a privilege the harness may not have."""
     pairs: list[tuple[int, int]] = []
@@ -59,13 +59,13 @@ def rlimits_for(res: Resources) -> tuple[list[tuple[int, int]], dict[str, int | 
     return pairs, effective
 
 
-def apply_rlimits(pairs: list[tuple[int, int]]) -> None:
-    """In the child, before exec: set each limit, soft = hard, except that CPU time gets
+def apply_rlimits(pairs: list[tuple[int, int]], pid: int) -> None:
+    """Set each limit of process `pid` (0: this one), soft = hard, except that CPU time gets
     one second of grace: at soft the kernel sends SIGXCPU (which says what happened), at
-    hard SIGKILL, which would read like any other kill."""
+    hard SIGKILL, which would read like any other kill. Children inherit them at fork."""
     for which, value in pairs:
         hard = value
         if which == resource.RLIMIT_CPU:
             ceiling = resource.getrlimit(which)[1]
             hard = value + 1 if ceiling == resource.RLIM_INFINITY else min(value + 1, ceiling)
-        resource.setrlimit(which, (value, hard))
+        resource.prlimit(pid, which, (value, hard))

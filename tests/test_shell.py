@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import subprocess
 import time
 import types
@@ -271,27 +272,89 @@ def test_a_failing_preexec_fn_fails_the_start_with_its_reason(tmp_path: Path) ->
     trio.run(main)
 
 
-def test_a_program_that_cannot_exec_fails_the_start_with_its_reason(tmp_path: Path) -> None:
-    # Found on PATH and executable, so it fails at the exec itself: after the child has let
-    # the harness go on, so the reason comes back through the terminal.
+@pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
+def test_a_program_that_cannot_exec_fails_the_start_with_its_reason(
+    tmp_path: Path, forked: bool
+) -> None:
+    # Found on PATH and executable, so it fails at the exec itself. posix_spawn reports that
+    # at once; a forked child has let the harness go on by then, so its reason comes back
+    # through the terminal.
     wrapper = tmp_path / "wrapper"
     wrapper.write_text("#!/nonexistent/interpreter\n")
     wrapper.chmod(0o755)
+    setup = {"preexec_fn": lambda: None} if forked else {}
+    said = r"it exited; said .*cannot start .*wrapper" if forked else r"cannot start .*wrapper"
 
     async def main() -> None:
-        with pytest.raises(ShellError, match=r"it exited; said .*cannot start .*wrapper"):
-            async with Shell(tmp_path, {"PATH": os.defpath}, argv_prefix=[str(wrapper)]):
+        with pytest.raises(ShellError, match=said):
+            async with Shell(tmp_path, {"PATH": os.defpath}, argv_prefix=[str(wrapper)], **setup):
                 pass
 
     trio.run(main)
 
 
-def test_bash_inherits_no_descriptor_of_the_harness(tmp_path: Path) -> None:
+@pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
+def test_bash_inherits_no_descriptor_of_the_harness(tmp_path: Path, forked: bool) -> None:
     async def body(sh: Shell) -> None:
         # 255 is bash's own handle on its terminal; every other one is stdio
         assert ok(await sh.run("ls /proc/$$/fd", 5)).split() == ["0", "1", "2", "255"]
 
-    run(body, tmp_path)
+    # One the harness was handed without close-on-exec, as a parent process may do.
+    read_end, write_end = os.pipe()
+    os.set_inheritable(write_end, True)
+    try:
+        run(body, tmp_path, **({"preexec_fn": lambda: None} if forked else {}))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_on_spawn_acts_on_bash_before_its_first_command(tmp_path: Path) -> None:
+    seen: list[int] = []
+
+    def admit(pid: int) -> None:
+        seen.append(pid)
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (64, 64))
+
+    async def body(sh: Shell) -> None:
+        assert seen == [sh.pid]
+        assert ok(await sh.run("ulimit -n; ulimit -Hn", 5)).split() == ["64", "64"]
+
+    run(body, tmp_path, on_spawn=admit)
+
+
+def test_a_failing_on_spawn_fails_the_start_and_leaves_no_bash(tmp_path: Path) -> None:
+    pids: list[int] = []
+
+    def refuse(pid: int) -> None:
+        pids.append(pid)
+        raise PermissionError("cgroup.procs is read-only, say")
+
+    async def main() -> None:
+        with pytest.raises(ShellError, match=r"cannot confine .*read-only, say"):
+            async with Shell(tmp_path, {"PATH": os.defpath}, on_spawn=refuse):
+                pass
+        assert len(pids) == 1 and not Path(f"/proc/{pids[0]}").exists()
+
+    trio.run(main)
+
+
+@pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
+def test_bash_starts_in_a_directory_whose_name_the_terminal_would_act_on(
+    tmp_path: Path, forked: bool
+) -> None:
+    # Sent as typed, \x03 would be ^C and \x15 would erase the line; a quote and $( ) would
+    # be bash syntax. An agent can make such a directory and then kill its own bash.
+    odd = tmp_path / "a'b\x03c\x15d $(touch pwned) \\e\nf"
+    odd.mkdir()
+
+    async def body(sh: Shell) -> None:
+        assert sh.cwd == odd
+        assert ok(await sh.run('printf %s "$PWD"', 5)) == str(odd)
+        assert ok(await sh.run("echo ${__sim_cwd-unset} ${OLDPWD-unset}", 5)) == "unset unset\n"
+
+    run(body, odd, **({"preexec_fn": lambda: None} if forked else {}))
+    assert not (odd / "pwned").exists() and not Path("pwned").exists()
 
 
 def test_exec_redirecting_stdout_does_not_hang_the_shell(tmp_path: Path) -> None:
