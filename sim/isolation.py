@@ -14,8 +14,9 @@ root that the last step gives up):
   4. `isolation: users`: setgroups, setgid, setuid to the agent's user; no_new_privs, so no
      setuid program gives root back; umask 007, so shared/ files stay group-writable
 With 3 or 4, all of it runs in the child between fork and exec. Without them, bash is not
-forked from the harness but posix_spawned (sim._pty), and the harness does 1 and 2 to it
-before it reads its first command, so they bind all it will run.
+forked from the harness but posix_spawned (sim._pty), and before it reads its first command
+(so they bind all it will run) the harness sets its rlimits and bash joins its cgroups itself
+(see Shell's `pid_files`).
 """
 
 from __future__ import annotations
@@ -69,12 +70,15 @@ class ChildSetup:
         goes on before the child execs, so the parent cannot act on the child safely."""
         if not self.network or self.uid is not None:
             return {"preexec_fn": self.in_child}
-        return {"on_spawn": self.admit}
+        return {"on_spawn": self.set_rlimits, "pid_files": self.cgroup_procs}
 
     def in_child(self) -> None:
         """Between fork and exec, in this order (joining a cgroup and making a namespace need
         the root that the last step gives up)."""
-        self.admit(0)
+        for path in self.cgroup_procs:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        self.set_rlimits(0)
         if not self.network:
             _own_network()
         if self.uid is not None and self.gid is not None:
@@ -85,11 +89,8 @@ class ChildSetup:
                 raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
             os.umask(0o007)
 
-    def admit(self, pid: int) -> None:
-        """Put process `pid` (0: this one) in the agent's cgroups and set its rlimits."""
-        for path in self.cgroup_procs:
-            with open(path, "w") as f:
-                f.write(str(pid or os.getpid()))
+    def set_rlimits(self, pid: int) -> None:
+        """Set the rlimits of process `pid` (0: this one)."""
         apply_rlimits(list(self.rlimits), pid)
 
 

@@ -60,9 +60,11 @@ _INCOMPLETE = (
 # PS1 goes to stderr, so `exec >/dev/null` cannot lose it; `exec 2>/dev/null` can, and is
 # repaired at the command's timeout (see _recover). PS2 is a marker too, so an incomplete
 # command ends at once. `declare -r` keeps `source ~/.bashrc` from replacing them. First, bash
-# goes to its cwd (see _spawn).
+# goes to its cwd and writes its pid files (see _spawn and Shell).
 _INIT = (
-    r"""builtin cd -P -- "$__sim_cwd" || exit 1; unset __sim_cwd OLDPWD; """
+    r"""builtin cd -P -- "$__sim_cwd" || exit 1; for __sim_f in "${!__sim_pid_file@}"; do """
+    r"""builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
+    r"""unset __sim_cwd OLDPWD; """
     r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
     r"""__sim_ret() { return $1; }; declare -fr __sim_ret; set +H +o history; """
@@ -104,8 +106,11 @@ class Shell:
     The sandbox's two seams: `preexec_fn` runs in the child before exec (a user switch, a
     network namespace), and makes the start a fork of the harness; without it bash starts by
     posix_spawn, ~10x cheaper. `on_spawn(pid)` runs in the harness once bash is spawned and
-    before it reads a command (a cgroup join, rlimits set with prlimit); an OSError it raises
-    fails the start. Not both: a forked child may not have exec'd yet when the start goes on.
+    before it reads a command (rlimits set with prlimit); an OSError it raises fails the start.
+    Not both: a forked child may not have exec'd yet when the start goes on. `pid_files`: bash
+    writes its pid to each before its first command, and fails to start if it cannot. For
+    cgroup.procs: the first join of a burst waits ~10 ms for an RCU grace period, and bash
+    waits there instead of the harness.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class Shell:
         max_output_bytes: int = 1_000_000,
         preexec_fn: Callable[[], None] | None = None,
         on_spawn: Callable[[int], None] | None = None,
+        pid_files: Sequence[str] = (),
         argv_prefix: Sequence[str] = (),
         command_file_gid: int | None = None,
     ) -> None:
@@ -128,6 +134,7 @@ class Shell:
         self.max_output_bytes = max_output_bytes
         self._preexec_fn = preexec_fn
         self._on_spawn = on_spawn
+        self._pid_files = {f"__sim_pid_file{i}": path for i, path in enumerate(pid_files)}
         self._argv = [*argv_prefix, "bash", "--noediting", "--norc", "--noprofile", "-i"]
         self._proc: PtyProcess | None = None
         self._fd = -1  # the pty master
@@ -431,9 +438,9 @@ class Shell:
         exe = pexpect.which(self._argv[0], env=self._env)
         argv = [exe or self._argv[0], *self._argv[1:]]
         # bash starts where the harness is and goes to `cwd` itself (posix_spawn has no
-        # chdir), named in its environment, which holds any path (the pty would act on the
-        # control characters in one); _INIT unsets it.
-        env = {**self._env, "__sim_cwd": os.path.abspath(cwd)}
+        # chdir). Paths are passed in its environment, which holds any bytes (the pty would act
+        # on the control characters in one), and _INIT unsets them.
+        env = {**self._env, **self._pid_files, "__sim_cwd": os.path.abspath(cwd)}
         try:
             if self._preexec_fn is None:
                 proc = _spawn_without_fork(argv, env)

@@ -339,6 +339,27 @@ def test_a_failing_on_spawn_fails_the_start_and_leaves_no_bash(tmp_path: Path) -
     trio.run(main)
 
 
+def test_bash_writes_its_pid_to_each_pid_file_before_its_first_command(tmp_path: Path) -> None:
+    files = [tmp_path / "one", tmp_path / "two files"]
+
+    async def body(sh: Shell) -> None:
+        assert [f.read_text() for f in files] == [f"{sh.pid}\n"] * 2
+        assert ok(await sh.run("echo $(compgen -v __sim_)", 5)) == "__sim_c __sim_k\n"
+
+    run(body, tmp_path, pid_files=[str(f) for f in files])
+
+
+def test_a_pid_file_bash_cannot_write_fails_the_start_with_its_reason(tmp_path: Path) -> None:
+    async def main() -> None:
+        with pytest.raises(ShellError, match=r"it exited; said .*nowhere/cgroup.procs"):
+            async with Shell(
+                tmp_path, {"PATH": os.defpath}, pid_files=[str(tmp_path / "nowhere/cgroup.procs")]
+            ):
+                pass
+
+    trio.run(main)
+
+
 @pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
 def test_bash_starts_in_a_directory_whose_name_the_terminal_would_act_on(
     tmp_path: Path, forked: bool
