@@ -29,7 +29,8 @@ def exec_in_child(
     argv: list[str], env: Mapping[str, str], cwd: Path, preexec: Callable[[], None] | None
 ) -> Callable[[], None]:
     """The preexec_fn to give pexpect.spawn: in the child, it sets up the terminal, runs
-    `preexec` (the sandbox's setup) and execs `argv` itself; it never returns.
+    `preexec` (the sandbox's setup) and execs `argv` itself; it never returns. No chdir: bash
+    goes to `cwd` itself, as the user it runs as (see Shell._spawn).
 
     ptyprocess holds the harness on a pipe until exec closes it: after the sandbox's setup (the
     first cgroup join of a burst waits ~14 ms for an RCU grace period) and the kernel's
@@ -42,9 +43,6 @@ def exec_in_child(
 
     def child_setup() -> None:
         try:
-            # chdir here, not through pexpect's cwd=: ptyprocess does not catch a failing
-            # chdir, and the forked copy of the harness would go on running its caller.
-            os.chdir(cwd)
             termios.tcsetattr(0, termios.TCSANOW, wanted_modes(termios.tcgetattr(0)))
             for sig in _IGNORED_BY_PYTHON:
                 signal.signal(sig, signal.SIG_DFL)
@@ -72,7 +70,10 @@ def spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
     here (SDK and pandas loaded), against 1.5 ms for posix_spawn, which glibc runs as
     vfork + exec. Nothing of the harness runs in the child, so this is for shells that need
     no setup there (`exec_in_child` is the other way). An exec that fails raises OSError here.
-    The pty is set up as ptyprocess sets it (24x80), with sim's modes."""
+    The pty is set up as ptyprocess sets it (24x80), with sim's modes. One difference from a
+    fork: glibc leaves its two internal signals (32 and 33, below SIGRTMIN) ignored in the
+    child, and ignored signals survive exec. Programs linked with glibc install their own
+    handlers for them; only `kill -32`/`-33` of another program behaves differently."""
     master, slave = os.openpty()  # both close-on-exec: the child gets the slave as 0, 1, 2
     try:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))

@@ -15,8 +15,8 @@ root that the last step gives up):
      setuid program gives root back; umask 007, so shared/ files stay group-writable
 With 3 or 4, all of it runs in the child between fork and exec. Without them, bash is not
 forked from the harness but posix_spawned (sim._pty), and before it reads its first command
-(so they bind all it will run) the harness sets its rlimits and bash joins its cgroups itself
-(see Shell's `pid_files`).
+(so they bind all it will run) the harness sets its rlimits, then bash joins its cgroups
+itself (see Shell's `pid_files`).
 """
 
 from __future__ import annotations

@@ -362,12 +362,13 @@ class Run:
         ws, limits = self.workspace, self.scenario.limits
         resumed = self.resume.agents[cfg.name] if self.resume else None
         cwd = ws.agent_dir(cfg.name)
-        if resumed and resumed.cwd and Path(resumed.cwd).is_dir():
-            cwd = Path(resumed.cwd)  # the shell restarts where the agent left it
+        if resumed and resumed.cwd:  # the shell restarts where the agent left it, or at home
+            cwd = Path(resumed.cwd)
         sandbox = self.sandbox.agents[cfg.name]
         shell = self._shell_factory(
             cwd,
             agent_env(self.env, ws, cfg.name),
+            home=ws.agent_dir(cfg.name),
             max_output_bytes=limits.max_output_bytes,
             **sandbox.shell_kwargs(),
         )

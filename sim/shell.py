@@ -60,11 +60,14 @@ _INCOMPLETE = (
 # PS1 goes to stderr, so `exec >/dev/null` cannot lose it; `exec 2>/dev/null` can, and is
 # repaired at the command's timeout (see _recover). PS2 is a marker too, so an incomplete
 # command ends at once. `declare -r` keeps `source ~/.bashrc` from replacing them. First, bash
-# goes to its cwd and writes its pid files (see _spawn and Shell).
+# goes to its cwd, or its first one if it cannot (deleted, or no longer searchable by its
+# user), and writes its pid files (see _spawn and Shell). It goes from `/`, so a cwd that
+# resolves through /proc/self/cwd leads to `/`, not to the harness's own directory.
 _INIT = (
-    r"""builtin cd -P -- "$__sim_cwd" || exit 1; for __sim_f in "${!__sim_pid_file@}"; do """
+    r"""builtin cd / && { builtin cd -P -- "$__sim_cwd" || builtin cd -P -- "$__sim_home"; } """
+    r"""|| exit 1; for __sim_f in "${!__sim_pid_file@}"; do """
     r"""builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
-    r"""unset __sim_cwd OLDPWD; """
+    r"""unset __sim_cwd __sim_home OLDPWD; """
     r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
     r"""__sim_ret() { return $1; }; declare -fr __sim_ret; set +H +o history; """
@@ -100,6 +103,7 @@ class Shell:
     """A persistent interactive bash in `cwd` with exactly `env` (see sim.environment).
 
     `cwd`, exported variables and functions persist between commands. Use `async with`.
+    Where bash cannot go to `cwd` at a start or restart, it goes to `home` (default: `cwd`).
     `pid` is the spawned process: bash, or `argv_prefix[0]` if that one forks instead of exec.
     Deadlines run on the real clock (a timerfd), as real processes do: not for MockClock.
 
@@ -118,6 +122,7 @@ class Shell:
         cwd: Path,
         env: Mapping[str, str],
         *,
+        home: Path | None = None,
         max_output_bytes: int = 1_000_000,
         preexec_fn: Callable[[], None] | None = None,
         on_spawn: Callable[[int], None] | None = None,
@@ -128,7 +133,7 @@ class Shell:
         if preexec_fn is not None and on_spawn is not None:
             raise ValueError("preexec_fn or on_spawn, not both: see the docstring")
         self.cwd = Path(cwd)
-        self._home = self.cwd  # where a restart goes when the last cwd was deleted
+        self._home = Path(home) if home is not None else self.cwd  # if bash cannot go to cwd
         self._pwd = b""  # $PWD of the last marker, as bytes
         self._env = dict(env)
         self.max_output_bytes = max_output_bytes
@@ -175,11 +180,11 @@ class Shell:
             await self._spawn(self.cwd)
 
     async def restart(self) -> None:
-        """Kill the whole tree and start a fresh bash in the last known cwd, or the first cwd
-        if that one is gone (shielded). Raises ShellError if bash cannot start."""
+        """Kill the whole tree and start a fresh bash in the last known cwd, or `home` if
+        bash cannot go there (shielded). Raises ShellError if bash cannot start."""
         with trio.CancelScope(shield=True):
             await self._kill_tree()
-            await self._spawn(self.cwd if self.cwd.is_dir() else self._home)
+            await self._spawn(self.cwd)
 
     async def close(self) -> None:
         """Kill bash and every process of its session, reap bash, close the pty. Idempotent;
@@ -440,7 +445,12 @@ class Shell:
         # bash starts where the harness is and goes to `cwd` itself (posix_spawn has no
         # chdir). Paths are passed in its environment, which holds any bytes (the pty would act
         # on the control characters in one), and _INIT unsets them.
-        env = {**self._env, **self._pid_files, "__sim_cwd": os.path.abspath(cwd)}
+        env = {
+            **self._env,
+            **self._pid_files,
+            "__sim_cwd": os.path.abspath(cwd),
+            "__sim_home": os.path.abspath(self._home),
+        }
         try:
             if self._preexec_fn is None:
                 proc = _spawn_without_fork(argv, env)

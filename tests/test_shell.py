@@ -168,6 +168,41 @@ def test_shell_killed_between_commands_is_restarted_at_the_next(tmp_path: Path) 
     run(body, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "setup",
+    [
+        # bash itself resolves /proc/self: it must not land in the harness's own directory
+        "cd /proc/self/cwd",
+        # deeper than PATH_MAX: cd fails with ENAMETOOLONG (and so would a check by path)
+        "for i in $(seq 300); do mkdir -p dddddddddddddddd && cd dddddddddddddddd; done",
+    ],
+    ids=["proc-self-cwd", "too-long"],
+)
+def test_a_restart_never_lands_where_the_agent_could_not_go_itself(
+    tmp_path: Path, setup: str
+) -> None:
+    async def body(sh: Shell) -> None:
+        ok(await sh.run(setup, 10))
+        r = await sh.run("kill -9 $$", 5)
+        assert r.restarted, r
+        where = ok(await sh.run("pwd", 5)).strip()
+        assert where != os.getcwd() and where in ("/", str(tmp_path))
+
+    run(body, tmp_path)
+
+
+def test_bash_goes_home_when_it_cannot_go_to_its_cwd(tmp_path: Path) -> None:
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+
+    async def main() -> None:
+        async with Shell(not_a_dir, {"PATH": os.defpath}, home=tmp_path) as sh:
+            assert sh.cwd == tmp_path
+            assert ok(await sh.run("pwd", 5)) == f"{tmp_path}\n"
+
+    trio.run(main)
+
+
 def test_exit_with_a_background_job_holding_the_pty_is_noticed(tmp_path: Path) -> None:
     async def body(sh: Shell) -> None:
         r = await sh.run("sleep 30 & exit", 10)  # no EIO: sleep keeps the pty open
