@@ -1,6 +1,6 @@
-"""The pty plumbing under sim.shell: what the forked child does before bash runs, capped output
-capture, a timerfd, terminal modes, and killing a session's processes. Kept apart so shell.py
-reads as the command protocol."""
+"""The pty plumbing under sim.shell: starting bash on a pty (spawned, or forked for a sandbox's
+setup), capped output capture, a timerfd, terminal modes, and killing a session's processes.
+Kept apart so shell.py reads as the command protocol."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import pexpect
 import trio
 from ptyprocess import PtyProcess
 
@@ -25,7 +26,29 @@ from ptyprocess import PtyProcess
 _IGNORED_BY_PYTHON = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-def exec_in_child(
+def spawn_on_pty(
+    argv: list[str], env: Mapping[str, str], cwd: Path, preexec: Callable[[], None] | None
+) -> PtyProcess:
+    """Start `argv` (its program looked up on `env`'s PATH) on a new pty, as its session
+    leader. posix_spawned, or forked by pexpect when `preexec` must run in the child first
+    (the sandbox's setup). Raises what the spawn raises. `cwd` only names where, in errors:
+    the program starts in the harness's cwd (see Shell._spawn)."""
+    exe = pexpect.which(argv[0], env=env)
+    argv = [exe or argv[0], *argv[1:]]
+    if preexec is None:
+        proc = _spawn_without_fork(argv, env)
+    else:
+        # In the trio thread, not a worker thread: forking a process that has other threads
+        # and then running Python in the child is what CPython documents as unsafe, and
+        # warns about from 3.12.
+        child_setup = _exec_in_child(argv, env, cwd, preexec)
+        proc = pexpect.spawn(argv[0], argv[1:], env=env, preexec_fn=child_setup).ptyproc
+    # ptyprocess sleeps 100 ms around close: sim closes only once bash is reaped.
+    proc.delayafterclose = proc.delayafterterminate = 0
+    return proc
+
+
+def _exec_in_child(
     argv: list[str], env: Mapping[str, str], cwd: Path, preexec: Callable[[], None] | None
 ) -> Callable[[], None]:
     """The preexec_fn to give pexpect.spawn: in the child, it sets up the terminal, runs
@@ -61,7 +84,7 @@ def exec_in_child(
     return child_setup
 
 
-def spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
+def _spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
     """Start `argv` on a new pty, as its session leader with the pty as its controlling
     terminal, in the harness's cwd (the shell `cd`s itself), with posix_spawn.
 
@@ -69,11 +92,12 @@ def spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
     which the child then tears down again at exec: 24 ms of CPU per shell at 160 MB measured
     here (SDK and pandas loaded), against 1.5 ms for posix_spawn, which glibc runs as
     vfork + exec. Nothing of the harness runs in the child, so this is for shells that need
-    no setup there (`exec_in_child` is the other way). An exec that fails raises OSError here.
-    The pty is set up as ptyprocess sets it (24x80), with sim's modes. One difference from a
-    fork: glibc leaves its two internal signals (32 and 33, below SIGRTMIN) ignored in the
-    child, and ignored signals survive exec. Programs linked with glibc install their own
-    handlers for them; only `kill -32`/`-33` of another program behaves differently."""
+    no setup there (`_exec_in_child` is the other way). An exec that fails raises OSError here.
+    The pty is set up as ptyprocess sets it (24x80), with sim's modes. Descriptors the harness
+    was handed without close-on-exec reach bash, which closes them first (shell._INIT).
+    Unlike a fork, glibc leaves its two internal signals (32 and 33, below SIGRTMIN) ignored
+    in the child, and ignored signals survive exec. Programs linked with glibc install their
+    own handlers for them; only `kill -32`/`-33` of another program behaves differently."""
     master, slave = os.openpty()  # both close-on-exec: the child gets the slave as 0, 1, 2
     try:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
@@ -87,7 +111,6 @@ def spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
                 (os.POSIX_SPAWN_OPEN, 0, os.ttyname(slave), os.O_RDWR, 0),
                 (os.POSIX_SPAWN_DUP2, 0, 1),
                 (os.POSIX_SPAWN_DUP2, 0, 2),
-                *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inheritable_fds()),
             ],
             setsid=True,
             setsigmask=(),
@@ -99,17 +122,6 @@ def spawn_without_fork(argv: list[str], env: Mapping[str, str]) -> PtyProcess:
     finally:
         os.close(slave)
     return PtyProcess(pid, master)
-
-
-def _inheritable_fds() -> list[int]:
-    """The descriptors above 2 that exec would pass on: those the harness itself inherited
-    without close-on-exec (Python makes its own with it)."""
-    found = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # listdir's own descriptor, closed by now
-            if int(name) > 2 and os.get_inheritable(int(name)):
-                found.append(int(name))
-    return found
 
 
 class Capture:
@@ -247,7 +259,7 @@ def exited(pidfd: int) -> bool:
 
 
 async def kill_session(proc: Any, pidfd: int) -> None:
-    """SIGKILL a pexpect child (bash, a session leader) and every live process of its session,
+    """SIGKILL a pty child (bash, a session leader) and every live process of its session,
     and reap it; shielded, 5 s at most (a process in D state cannot be helped). `pidfd` is
     the child's pidfd: the caller closes it (after `trio.lowlevel.notify_closing`).
 

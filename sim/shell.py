@@ -1,6 +1,7 @@
 """One persistent bash on a pty, driven from trio without threads.
 
-bash is spawned by pexpect (pty, own session and process group, controlling terminal), then its
+bash is started on a pty in its own session, with the pty as its controlling terminal
+(sim._pty: posix_spawn, or pexpect's fork when a sandbox must set up the child), then its
 master fd is read and written directly: `wait_readable` + non-blocking `os.read`, never
 pexpect's `expect()` (threads, ~51 ms a command: notes/shell.md).
 
@@ -29,17 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pexpect
 import trio
 from ptyprocess import PtyProcess
 
 from sim._pty import Capture as _Capture
 from sim._pty import Timer as _Timer
-from sim._pty import exec_in_child as _exec_in_child
 from sim._pty import exited as _exited
 from sim._pty import foreground as _foreground
 from sim._pty import kill_session as _kill_session
-from sim._pty import spawn_without_fork as _spawn_without_fork
+from sim._pty import spawn_on_pty as _spawn_on_pty
 from sim._pty import stderr_lost as _stderr_lost
 from sim._pty import wanted_modes as _wanted_modes
 from sim.errors import ShellError
@@ -61,12 +60,16 @@ _INCOMPLETE = (
 # repaired at the command's timeout (see _recover). PS2 is a marker too, so an incomplete
 # command ends at once. `declare -r` keeps `source ~/.bashrc` from replacing them. First, bash
 # goes to its cwd, or its first one if it cannot (deleted, or no longer searchable by its
-# user), and writes its pid files (see _spawn and Shell). It goes from `/`, so a cwd that
-# resolves through /proc/self/cwd leads to `/`, not to the harness's own directory.
+# user), closes every descriptor but its terminal's, and writes its pid files (see _spawn and
+# Shell). It goes from `/`, so a cwd that resolves through /proc/self/cwd leads to `/`, not to
+# the harness's own directory. The descriptors are those the harness was handed without
+# close-on-exec (Python makes its own with it): bash lists only those, where finding them in
+# the harness took ~3 us for each of its own, 1.5 ms a start at 128 agents.
 _INIT = (
     r"""builtin cd / && { builtin cd -P -- "$__sim_cwd" || builtin cd -P -- "$__sim_home"; } """
-    r"""|| exit 1; for __sim_f in "${!__sim_pid_file@}"; do """
-    r"""builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
+    r"""|| exit 1; for __sim_f in /proc/$$/fd/*; do __sim_f=${__sim_f##*/}; case $__sim_f in """
+    r"""0|1|2|255) ;; *) exec {__sim_f}>&- ;; esac; done; for __sim_f in "${!__sim_pid_file@}"; """
+    r"""do builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
     r"""unset __sim_cwd __sim_home OLDPWD; """
     r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
@@ -439,9 +442,6 @@ class Shell:
         return None
 
     async def _spawn(self, cwd: Path) -> None:
-        # What ptyprocess would exec, resolved as pexpect does (on the shell's PATH).
-        exe = pexpect.which(self._argv[0], env=self._env)
-        argv = [exe or self._argv[0], *self._argv[1:]]
         # bash starts where the harness is and goes to `cwd` itself (posix_spawn has no
         # chdir). Paths are passed in its environment, which holds any bytes (the pty would act
         # on the control characters in one), and _INIT unsets them.
@@ -452,20 +452,9 @@ class Shell:
             "__sim_home": os.path.abspath(self._home),
         }
         try:
-            if self._preexec_fn is None:
-                proc = _spawn_without_fork(argv, env)
-            else:
-                # In the trio thread, not a worker thread: forking a process that has other
-                # threads and then running Python in the child (the sandbox's setup) is what
-                # CPython documents as unsafe, and warns about from 3.12.
-                child_setup = _exec_in_child(argv, env, cwd, self._preexec_fn)
-                proc = pexpect.spawn(
-                    self._argv[0], self._argv[1:], env=env, preexec_fn=child_setup
-                ).ptyproc
+            proc = _spawn_on_pty(self._argv, env, cwd, self._preexec_fn)
         except Exception as e:  # no such program, or no fork (the child's own errors it prints)
             raise ShellError(f"cannot start {' '.join(self._argv)} in {cwd}: {e}") from e
-        # ptyprocess sleeps 100 ms around close: we close only once bash is reaped.
-        proc.delayafterclose = proc.delayafterterminate = 0
         try:  # before anything else: closing the shell needs it (see _pty.kill_session)
             self._pidfd = os.pidfd_open(proc.pid)
         except OSError as e:  # out of descriptors, say

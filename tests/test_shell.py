@@ -37,6 +37,22 @@ def run(body: Callable[[Shell], Awaitable[None]], cwd: Path, **kw: Any) -> None:
     trio.run(main)
 
 
+def start_fails(cwd: Path, match: str, **kw: Any) -> None:
+    """Starting a shell in `cwd` raises a ShellError whose message matches `match`."""
+
+    async def main() -> None:
+        with pytest.raises(ShellError, match=match):
+            async with Shell(cwd, {"PATH": os.defpath}, **kw):
+                pass
+
+    trio.run(main)
+
+
+def forking(forked: bool) -> dict[str, Any]:
+    """Shell arguments that start bash by a fork (a preexec_fn that does nothing), or not."""
+    return {"preexec_fn": lambda: None} if forked else {}
+
+
 def ok(r: CommandResult) -> str:
     assert r.exit_code == 0 and not r.timed_out and not r.restarted, r
     return r.output
@@ -287,24 +303,14 @@ def test_a_second_concurrent_run_is_refused(tmp_path: Path) -> None:
 
 
 def test_start_in_a_missing_directory_raises_shell_error(tmp_path: Path) -> None:
-    async def main() -> None:
-        with pytest.raises(ShellError, match="nowhere"):
-            async with Shell(tmp_path / "nowhere", {"PATH": os.defpath}):
-                pass
-
-    trio.run(main)
+    start_fails(tmp_path / "nowhere", "nowhere")
 
 
 def test_a_failing_preexec_fn_fails_the_start_with_its_reason(tmp_path: Path) -> None:
     def refuse() -> None:
         raise PermissionError("no such user, say")
 
-    async def main() -> None:
-        with pytest.raises(ShellError, match=r"said .*PermissionError: no such user, say"):
-            async with Shell(tmp_path, {"PATH": os.defpath}, preexec_fn=refuse):
-                pass
-
-    trio.run(main)
+    start_fails(tmp_path, r"said .*PermissionError: no such user, say", preexec_fn=refuse)
 
 
 @pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
@@ -317,15 +323,8 @@ def test_a_program_that_cannot_exec_fails_the_start_with_its_reason(
     wrapper = tmp_path / "wrapper"
     wrapper.write_text("#!/nonexistent/interpreter\n")
     wrapper.chmod(0o755)
-    setup = {"preexec_fn": lambda: None} if forked else {}
     said = r"it exited; said .*cannot start .*wrapper" if forked else r"cannot start .*wrapper"
-
-    async def main() -> None:
-        with pytest.raises(ShellError, match=said):
-            async with Shell(tmp_path, {"PATH": os.defpath}, argv_prefix=[str(wrapper)], **setup):
-                pass
-
-    trio.run(main)
+    start_fails(tmp_path, said, argv_prefix=[str(wrapper)], **forking(forked))
 
 
 @pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
@@ -338,7 +337,7 @@ def test_bash_inherits_no_descriptor_of_the_harness(tmp_path: Path, forked: bool
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, True)
     try:
-        run(body, tmp_path, **({"preexec_fn": lambda: None} if forked else {}))
+        run(body, tmp_path, **forking(forked))
     finally:
         os.close(read_end)
         os.close(write_end)
@@ -365,13 +364,8 @@ def test_a_failing_on_spawn_fails_the_start_and_leaves_no_bash(tmp_path: Path) -
         pids.append(pid)
         raise PermissionError("cgroup.procs is read-only, say")
 
-    async def main() -> None:
-        with pytest.raises(ShellError, match=r"cannot confine .*read-only, say"):
-            async with Shell(tmp_path, {"PATH": os.defpath}, on_spawn=refuse):
-                pass
-        assert len(pids) == 1 and not Path(f"/proc/{pids[0]}").exists()
-
-    trio.run(main)
+    start_fails(tmp_path, r"cannot confine .*read-only, say", on_spawn=refuse)
+    assert len(pids) == 1 and not Path(f"/proc/{pids[0]}").exists()
 
 
 def test_bash_writes_its_pid_to_each_pid_file_before_its_first_command(tmp_path: Path) -> None:
@@ -385,14 +379,8 @@ def test_bash_writes_its_pid_to_each_pid_file_before_its_first_command(tmp_path:
 
 
 def test_a_pid_file_bash_cannot_write_fails_the_start_with_its_reason(tmp_path: Path) -> None:
-    async def main() -> None:
-        with pytest.raises(ShellError, match=r"it exited; said .*nowhere/cgroup.procs"):
-            async with Shell(
-                tmp_path, {"PATH": os.defpath}, pid_files=[str(tmp_path / "nowhere/cgroup.procs")]
-            ):
-                pass
-
-    trio.run(main)
+    missing = str(tmp_path / "nowhere/cgroup.procs")
+    start_fails(tmp_path, r"it exited; said .*nowhere/cgroup.procs", pid_files=[missing])
 
 
 @pytest.mark.parametrize("forked", [False, True], ids=["posix_spawn", "fork"])
@@ -409,7 +397,7 @@ def test_bash_starts_in_a_directory_whose_name_the_terminal_would_act_on(
         assert ok(await sh.run('printf %s "$PWD"', 5)) == str(odd)
         assert ok(await sh.run("echo ${__sim_cwd-unset} ${OLDPWD-unset}", 5)) == "unset unset\n"
 
-    run(body, odd, **({"preexec_fn": lambda: None} if forked else {}))
+    run(body, odd, **forking(forked))
     assert not (odd / "pwned").exists() and not Path("pwned").exists()
 
 
