@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -73,9 +74,9 @@ def test_rlimits_reach_the_shell_and_what_they_stop_is_logged(tmp_path: Path) ->
 
 
 def count(output: str) -> int:
-    """The number a counting command printed last. The bomb's processes share the terminal
-    and may still print `bash: fork: retry: ...` while the count runs."""
-    return int(output.split()[-1])
+    """The number a counting command printed, on a line of its own. The bomb's processes
+    share the terminal and may print `bash: fork: retry: ...` before or after it."""
+    return int(re.findall(r"^\d+$", output, re.MULTILINE)[-1])
 
 
 @needs_cgroup("pids")
