@@ -118,6 +118,11 @@ FRAMES: dict[str, Frame] = {
             ("restarted", "bool", "the shell was restarted after it"),
             ("cwd", "str", "the shell's directory afterwards"),
             ("output", "str", "the output kept"),
+            (
+                "late_output",
+                "str",
+                "printed since the command before (background jobs), shown first",
+            ),
             _SEQ,
         ),
     ),

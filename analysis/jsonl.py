@@ -69,6 +69,7 @@ KIND_FIELDS: dict[str, list[tuple[str, pa.DataType]]] = {
         ("truncated", _B),
         ("restarted", _B),
         ("cwd", _S),
+        ("late_output", _S),
     ],
     "lock_wait": [("lock", _S), ("holder", _S)],
     "lock_acquire": [("lock", _S), ("wait", _F), ("contended", _B)],

@@ -134,6 +134,7 @@ class Command(Payload):
     truncated: bool
     restarted: bool = False
     cwd: str = ""
+    late_output: str = ""  # printed since the last command (background jobs), shown before
 
 
 class ShellRestart(Payload):

@@ -64,14 +64,16 @@ _INCOMPLETE = (
 # Shell). It goes from `/`, so a cwd that resolves through /proc/self/cwd leads to `/`, not to
 # the harness's own directory. The descriptors are those the harness was handed without
 # close-on-exec (Python makes its own with it): bash lists only those, where finding them in
-# the harness took ~3 us for each of its own, 1.5 ms a start at 128 agents.
+# the harness took ~3 us for each of its own, 1.5 ms a start at 128 agents. In the marker,
+# $PWD's RS and US bytes become `?`: a directory named with one would otherwise cut it.
 _INIT = (
     r"""builtin cd / && { builtin cd -P -- "$__sim_cwd" || builtin cd -P -- "$__sim_home"; } """
     r"""|| exit 1; for __sim_f in /proc/$$/fd/*; do __sim_f=${__sim_f##*/}; case $__sim_f in """
     r"""0|1|2|255) ;; *) exec {__sim_f}>&- ;; esac; done; for __sim_f in "${!__sim_pid_file@}"; """
     r"""do builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
     r"""unset __sim_cwd __sim_home OLDPWD; """
-    r"""__sim_k=@KEY@; __sim_c=0; PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
+    r"""__sim_k=@KEY@; __sim_c=0; """
+    r"""PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD//[\036\037]/?}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
     r"""__sim_ret() { return $1; }; declare -fr __sim_ret; set +H +o history; """
     r"""unset HISTFILE MAILCHECK; unset TMOUT 2>/dev/null"""
@@ -221,7 +223,13 @@ class Shell:
         try:
             # Stale bytes only if the pty is readable: epoll.poll(0) is 5x cheaper than a read
             # that fails with EAGAIN, and this is the hot path.
-            late = self._drain() if self._pending or self._ep.poll(0) else ""
+            late, died = "", ""
+            if self._pending or self._ep.poll(0):
+                late = self._drain()
+                if _exited(self._pidfd):  # since its last prompt (`exec 0</dev/null`, a kill)
+                    died = f"[{(await self._reap())[1]} after the last command; "
+                    await self.restart()
+                    died += f"restarted in {self.cwd}]\n"
             fd = self._fd
             # Programs leave stty changes behind (notes): one ioctl to check, one more to fix.
             if termios.tcgetattr(fd) != self._modes:
@@ -245,6 +253,7 @@ class Shell:
             if ev is not None and ev[0] == "done" and ev[2] != self._pwd:
                 self._pwd, self.cwd = ev[2], Path(os.fsdecode(ev[2]))
             output, truncated = cap.text()
+            output = died + output
             if note:
                 output += ("\n" if output and not output.endswith("\n") else "") + note
             return CommandResult(
@@ -254,7 +263,7 @@ class Shell:
                 timed_out=timed_out,
                 truncated=truncated,
                 output_bytes=cap.total,
-                restarted=restarted,
+                restarted=restarted or bool(died),
                 late_output=late,
             )
         finally:
@@ -286,10 +295,8 @@ class Shell:
             if ev is None:
                 note += "[the command did not stop after SIGINT, SIGTERM and SIGKILL; shell killed"
             else:
-                proc = self._proc
-                await self._kill_tree()  # reaps bash: its exit status is known after this
-                code, sig = (proc.exitstatus, proc.signalstatus) if proc else (None, None)
-                note = f"[shell exited ({f'status {code}' if sig is None else f'signal {sig}'})"
+                code, how = await self._reap()
+                note = f"[{how}"
             await self.restart()
             note += f"; restarted in {self.cwd}]"
         elif ev[0] == "ps2":
@@ -304,6 +311,13 @@ class Shell:
             code = ev[1]
         return ev, code, timed_out, restarted, note
 
+    async def _reap(self) -> tuple[int | None, str]:
+        """Close the tree of a bash that exited: its exit status, and "shell exited (...)"."""
+        proc = self._proc
+        await self._kill_tree()  # reaps bash: its exit status is known after this
+        code, sig = (proc.exitstatus, proc.signalstatus) if proc else (None, None)
+        return code, f"shell exited ({f'status {code}' if sig is None else f'signal {sig}'})"
+
     def _line(self, command: str) -> bytes:
         try:
             data = command.encode("utf-8", "surrogateescape")
@@ -313,18 +327,39 @@ class Shell:
             return data + b"\n"  # one line: canonical mode, bash reads it like typed input
         # `. file` keeps cwd, variables and `exit` in this shell; bash reads the whole file
         # before running it, so rewriting it for the next command is safe.
+        try:
+            path = self._command_file(data)
+        except FileNotFoundError:  # the agent removed the directory: make another
+            self._tmpdir = None
+            path = self._command_file(data)
+        return b"builtin . " + shlex.quote(path).encode() + b"\n"
+
+    def _command_file(self, data: bytes) -> str:
+        """Write `data` to a new file in this shell's directory for them; return its path.
+        bash can read the path ($BASH_SOURCE): under `isolation: none` the agent could put a
+        symlink there, which an open for writing would follow, so the old file is unlinked and
+        the new one made with O_EXCL | O_NOFOLLOW. Under `isolation: users` the directory is
+        the harness's, and bash's user may only read it."""
         if self._tmpdir is None:
             self._tmpdir = tempfile.mkdtemp(prefix="sim-shell-")  # mode 0700
+            if self._command_file_gid is not None:
+                os.chown(self._tmpdir, -1, self._command_file_gid)
+                os.chmod(self._tmpdir, 0o750)
         path = os.path.join(self._tmpdir, "cmd")
-        if self._command_file_gid is not None and not os.path.exists(path):
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(path, 0o640)  # whatever the harness's umask; rewrites keep the mode
-            for p in (path, self._tmpdir):
-                os.chown(p, -1, self._command_file_gid)
-            os.chmod(self._tmpdir, 0o750)
-        with open(path, "wb") as f:
-            f.write(data)
-        return b"builtin . " + shlex.quote(path).encode() + b"\n"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        try:
+            if self._command_file_gid is not None:
+                os.fchown(fd, -1, self._command_file_gid)
+                os.fchmod(fd, 0o640)  # whatever the harness's umask
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return path
 
     async def _write(self, data: bytes) -> None:
         """Write all of `data` to the pty (no checkpoint when it fits, the usual case)."""

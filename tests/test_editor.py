@@ -179,6 +179,31 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_leads_nowhere(tmp_pat
     assert list(outside.iterdir()) == [outside / "f.txt"]  # no temporary file left there
 
 
+def test_a_directory_listing_shows_symlinks_but_never_follows_them(tmp_path: Path) -> None:
+    # An agent's links to another agent's directory and to /etc: listed as entries, their
+    # contents never (the harness may be root, reading where the agent's user may not).
+    ws, ctx = _editor_on(tmp_path)
+    ws.create(["b"])
+    (ws.agent_dir("b") / "b_secret.txt").write_text("b's")
+    own = ws.agent_dir("a")
+    (own / "notes").mkdir()
+    (own / "notes" / "todo.txt").write_text("mine")
+    (own / "notes" / "deeper").mkdir()
+    (own / "to_b").symlink_to(ws.agent_dir("b"))
+    (own / "notes" / "to_etc").symlink_to("/etc")
+    (own / ".hidden").mkdir()
+    out = EditorTool()._list_dir(ctx, ws.confine("a", "."))
+    base = str(ws.confine("a", "."))
+    assert out.splitlines()[1:] == [
+        f"{base}/notes/",
+        f"{base}/notes/deeper/",
+        f"{base}/notes/to_etc",
+        f"{base}/notes/todo.txt",
+        f"{base}/to_b",
+    ]
+    assert "b_secret" not in out and "passwd" not in out
+
+
 def test_a_fifo_is_refused_without_hanging_the_harness(tmp_path: Path) -> None:
     ws, ctx = _editor_on(tmp_path)
     os.mkfifo(ws.agent_dir("a") / "pipe")

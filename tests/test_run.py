@@ -119,6 +119,27 @@ def test_a_done_when_check_that_hangs_is_killed_and_the_run_goes_on(tmp_path: Pa
     assert "did not finish within 1 s" in errors[0]["message"]
 
 
+def test_what_a_background_job_prints_between_commands_reaches_the_log_and_the_agent(
+    tmp_path: Path,
+) -> None:
+    # a's job prints while a waits for b's lock, with no command of a's running: the log
+    # and the model see it with a's next command, as a terminal would show it.
+    holder = [{"lock": "x"}, {"bash": "sleep 1"}, {"unlock": "x"}, {"finish": "done"}]
+    waiter = [
+        {"bash": "sleep 0.2"},  # b takes the lock meanwhile
+        {"bash": "(sleep 0.3; echo LATE_BG) &"},
+        {"lock": "x"},
+        {"bash": "echo next"},
+        {"finish": "done"},
+    ]
+    data = scenario_dict(agents=[{"name": "b", "steps": holder}, {"name": "a", "steps": waiter}])
+    events = events_of(run(tmp_path, validate_scenario(data)))
+    last = [e for e in events if e["kind"] == "command" and e["agent"] == "a"][-1]
+    assert last["late_output"] == "LATE_BG\n" and last["output"].startswith("next\n"), last
+    shown = [e for e in events if e["kind"] == "tool_result" and e["agent"] == "a"][-2]
+    assert shown["content"].startswith("LATE_BG\nnext\n"), shown
+
+
 def test_an_offline_run_does_not_import_the_anthropic_sdk(tmp_path: Path) -> None:
     # Importing the SDK takes over a second; only runs with Claude agents should pay it.
     code = (

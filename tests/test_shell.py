@@ -178,8 +178,29 @@ def test_shell_killed_between_commands_is_restarted_at_the_next(tmp_path: Path) 
         os.kill(sh.pid or 0, 9)
         await trio.sleep(0.1)
         r = await sh.run("echo hi", 5)
-        assert r.restarted and f"restarted in {tmp_path}]" in r.output  # its cwd is gone
+        assert r.restarted and r.exit_code == 0  # the command ran, in the new shell
+        assert (
+            r.output
+            == f"[shell exited (signal 9) after the last command; restarted in {tmp_path}]\nhi\n"
+        )  # its cwd is gone
         assert ok(await sh.run("echo hi; pwd", 5)) == f"hi\n{tmp_path}\n"
+
+    run(body, tmp_path)
+
+
+def test_a_shell_that_ends_itself_between_commands_is_not_blamed_on_the_next(
+    tmp_path: Path,
+) -> None:
+    async def body(sh: Shell) -> None:
+        ok(await sh.run("X=1; exec 0</dev/null", 5))  # bash exits at the end of that input
+        await trio.sleep(0.2)
+        r = await sh.run("echo $X; echo ran", 5)
+        assert r.restarted and r.exit_code == 0, r
+        assert (
+            r.output
+            == f"[shell exited (status 0) after the last command; restarted in {tmp_path}]\n\nran\n"
+        )
+        assert ok(await sh.run("echo again", 5)) == "again\n"
 
     run(body, tmp_path)
 
@@ -421,6 +442,19 @@ def test_exec_redirecting_stderr_is_repaired_at_the_timeout(tmp_path: Path) -> N
     run(body, tmp_path)
 
 
+def test_a_directory_named_with_the_markers_own_bytes_does_not_break_the_shell(
+    tmp_path: Path,
+) -> None:
+    async def body(sh: Shell) -> None:
+        for name in ("r\x1es", "u\x1fv"):
+            (tmp_path / name).mkdir()
+            r = await sh.run(f"cd {tmp_path}/{name[0]}?{name[2]} && X=1 && echo in", 5)
+            assert ok(r) == "in\n" and sh.cwd == tmp_path / f"{name[0]}?{name[2]}"
+            assert ok(await sh.run("echo $X; cd ..", 5)) == "1\n" and sh.cwd == tmp_path
+
+    run(body, tmp_path)
+
+
 def test_long_command_runs_intact(tmp_path: Path) -> None:
     async def body(sh: Shell) -> None:
         words = " ".join(f"w{i}" for i in range(2000))  # ~11,000 bytes, past the 4095 cut
@@ -437,6 +471,22 @@ def test_multiline_command_with_heredoc(tmp_path: Path) -> None:
         assert ok(await sh.run(command, 5)) == "2\n"
         assert (tmp_path / "notes.txt").read_text() == "line $one\n\tindented\n"
         assert ok(await sh.run("echo $Y", 5)) == "2\n"
+
+    run(body, tmp_path)
+
+
+def test_the_command_file_cannot_be_turned_against_the_harness(tmp_path: Path) -> None:
+    # Multi-line commands go through a file whose path bash shows ($BASH_SOURCE). A symlink
+    # put in its place is not written through, and a removed directory is made again.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+
+    async def body(sh: Shell) -> None:
+        ok(await sh.run(f'echo x\nln -sf {victim} "$BASH_SOURCE"', 5))
+        assert ok(await sh.run("echo y\necho z", 5)) == "y\nz\n"
+        assert victim.read_text() == "untouched"
+        ok(await sh.run('echo x\nrm -rf "$(dirname "$BASH_SOURCE")"', 5))
+        assert ok(await sh.run("echo after\necho removal", 5)) == "after\nremoval\n"
 
     run(body, tmp_path)
 

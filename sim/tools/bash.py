@@ -60,6 +60,7 @@ class BashTool:
                 truncated=result.truncated,
                 restarted=result.restarted,
                 cwd=str(ctx.shell.cwd),
+                late_output=result.late_output,
             ),
             ctx.agent,
         )
@@ -72,5 +73,10 @@ class BashTool:
                 ShellRestart(reason="died", cwd=str(ctx.shell.cwd), shell_pid=ctx.shell.pid),
                 ctx.agent,
             )
-        text = format_result(result.output, result.exit_code, result.timed_out, timeout)
+        # Output printed since the last command (a background job's) comes first, as a
+        # terminal would have shown it: it is the agent's, and nothing else shows it to it.
+        output = result.output
+        if result.late_output:
+            output = result.late_output.rstrip("\n") + "\n" + output
+        text = format_result(output, result.exit_code, result.timed_out, timeout)
         return ToolOutput(text, is_error=result.timed_out)

@@ -40,6 +40,17 @@ _MAX_FILE_BYTES = 4 * 1024 * 1024
 _SNIPPET_LINES = 4  # lines of context shown around an edit
 
 
+_SUBDIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _entries(dir_fd: int) -> list[tuple[str, bool]]:
+    """The directory's visible entries, sorted: (name, is a directory, not through a link)."""
+    with os.scandir(dir_fd) as it:
+        return sorted(
+            (e.name, e.is_dir(follow_symlinks=False)) for e in it if not e.name.startswith(".")
+        )
+
+
 def _numbered(lines: list[str], first: int) -> str:
     return "\n".join(f"{first + i:6}\t{line}" for i, line in enumerate(lines))
 
@@ -200,7 +211,7 @@ class EditorTool:
         except _Directory:
             if view_range is not None:
                 raise ToolError("view_range applies to files, not directories") from None
-            return self._list_dir(path)
+            return self._list_dir(ctx, path)
         if view_range is None:
             return f"Here's the content of {path} with line numbers:\n" + _numbered(lines, 1)
         if (
@@ -221,16 +232,28 @@ class EditorTool:
             )
         return _numbered(lines[start - 1 : end], start)
 
-    def _list_dir(self, path: Path) -> str:
+    def _list_dir(self, ctx: ToolContext, path: Path) -> str:
+        # Like `find PATH -maxdepth 2`: a symlink is listed, never followed, and the listing
+        # reads descriptors (open_confined, then O_NOFOLLOW), not paths: a link planted in the
+        # directory could lead anywhere, also where the agent's own user may not look.
+        fd = ctx.workspace.open_confined(
+            ctx.agent, str(path), os.O_RDONLY | os.O_DIRECTORY, checked=True
+        )
         out = [f"Files and directories up to 2 levels deep in {path}, hidden items excluded:"]
-        for child in sorted(path.iterdir()):
-            if child.name.startswith("."):
-                continue
-            out.append(f"{child}/" if child.is_dir() else str(child))
-            if child.is_dir():
-                for grandchild in sorted(child.iterdir()):
-                    if not grandchild.name.startswith("."):
-                        out.append(f"{grandchild}/" if grandchild.is_dir() else str(grandchild))
+        try:
+            for name, is_dir in _entries(fd):
+                out.append(f"{path}/{name}/" if is_dir else f"{path}/{name}")
+                if not is_dir:
+                    continue
+                with contextlib.suppress(OSError):  # unreadable, or swapped since the scan
+                    sub = os.open(name, _SUBDIR, dir_fd=fd)
+                    try:
+                        for inner, inner_dir in _entries(sub):
+                            out.append(f"{path}/{name}/{inner}" + ("/" if inner_dir else ""))
+                    finally:
+                        os.close(sub)
+        finally:
+            os.close(fd)
         return "\n".join(out)
 
     async def _str_replace(self, ctx: ToolContext, path: Path, args: dict[str, Any]) -> str:
