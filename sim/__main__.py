@@ -1,5 +1,11 @@
+import signal
 import sys
 
-from sim.cli import main
+try:
+    from sim.cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:  # a Ctrl-C outside a run (the imports, the summary): no traceback
+    print("interrupted", file=sys.stderr)
+    code = 128 + signal.SIGINT
+sys.exit(code)

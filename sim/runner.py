@@ -7,6 +7,7 @@ happens, `run_end` is logged and `meta.json` says how it ended.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
@@ -15,7 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -71,7 +72,22 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
+        if self.status == "interrupted" and self.reason == "SIGTERM":
+            return 128 + signal.SIGTERM
         return EXIT_CODES.get(self.status, 1)
+
+
+async def _kill_group(process: trio.Process) -> None:
+    """trio.run_process's deliver_cancel: the setup command and everything it started."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _only_interrupts(exc: BaseException) -> bool:
+    """KeyboardInterrupt, alone or in (nested) exception groups made only of it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_interrupts(e) for e in exc.exceptions)
+    return isinstance(exc, KeyboardInterrupt)
 
 
 _frozen = False  # whether _freeze_startup_objects has run in this process
@@ -163,6 +179,9 @@ class Run:
         if model_factory is None:
             check_policies(scenario, scenario_dir)  # nor with a policy that cannot load
         self.client: object = None  # the run's Anthropic client, open while agents run
+        self.scheduler: Scheduler | None = None  # made once the workspace is set up
+        self._interrupted: str | None = None  # "Ctrl-C" or "SIGTERM", the first one to come
+        self._body = trio.CancelScope()  # the run up to its cleanup: a signal during set-up
         self.resume = resume  # go on with a killed run, in its own directory
         self.run_dir = resume.run_dir if resume else new_run_dir(runs_dir, scenario.name)
         self.workspace = Workspace(self.run_dir)
@@ -214,53 +233,59 @@ class Run:
         self.events = events
         start = trio.current_time()
         status, reason = "error", "setup failed"
-        try:
-            events.emit(
-                self._resume_event(plan)
-                if plan
-                else RunStart(
-                    run_id=self.run_dir.name,
-                    scenario=self.scenario.name,
-                    seed=self.scenario.seed,
-                    agents=self.names,
-                    scheduler=self.scenario.scheduler,
+        with self._stop_on_signals():  # until the run is on record: then it is the caller's
+            try:
+                events.emit(
+                    self._resume_event(plan)
+                    if plan
+                    else RunStart(
+                        run_id=self.run_dir.name,
+                        scenario=self.scenario.name,
+                        seed=self.scenario.seed,
+                        agents=self.names,
+                        scheduler=self.scenario.scheduler,
+                    )
                 )
-            )
-            if self._on_start:
-                self._on_start(self)
-            if self._use_api:
-                async with open_client(self.scenario, self.env) as self.client:
-                    status, reason = await self._run(events)
-            else:
-                status, reason = await self._run(events)
-        except SimError as exc:
-            status, reason = "error", str(exc)
-            events.emit(Error(error=type(exc).__name__, message=str(exc), where="run"))
-        except KeyboardInterrupt:
-            status, reason = "interrupted", "Ctrl-C"
-        finally:
-            with trio.CancelScope(shield=True):
-                await self.sandbox.close()  # users and cgroups go, even after a failure
-            duration = trio.current_time() - start
-            events.emit(
-                RunEnd(
+                if self._on_start:
+                    self._on_start(self)
+                with self._body:
+                    if self._use_api:
+                        async with open_client(self.scenario, self.env) as self.client:
+                            status, reason = await self._run(events)
+                    else:
+                        status, reason = await self._run(events)
+                if self._body.cancelled_caught or status == "interrupted":
+                    status, reason = "interrupted", self._interrupted or "Ctrl-C"
+            except SimError as exc:
+                status, reason = "error", str(exc)
+                events.emit(Error(error=type(exc).__name__, message=str(exc), where="run"))
+            except BaseException as exc:  # a Ctrl-C from before the handler, maybe in a group
+                if not _only_interrupts(exc):
+                    raise
+                status, reason = "interrupted", "Ctrl-C"
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self.sandbox.close()  # users and cgroups go, even after a failure
+                duration = trio.current_time() - start
+                events.emit(
+                    RunEnd(
+                        status=status,
+                        reason=reason,
+                        duration=round(duration, 6),
+                        tokens=self.tally.total_tokens,
+                        cost_usd=self.tally.total_cost,
+                    )
+                )
+                events.close()
+                self._meta.update(
+                    end=datetime.now(UTC).isoformat(),
                     status=status,
                     reason=reason,
-                    duration=round(duration, 6),
+                    duration=round(duration, 3),
                     tokens=self.tally.total_tokens,
                     cost_usd=self.tally.total_cost,
                 )
-            )
-            events.close()
-            self._meta.update(
-                end=datetime.now(UTC).isoformat(),
-                status=status,
-                reason=reason,
-                duration=round(duration, 3),
-                tokens=self.tally.total_tokens,
-                cost_usd=self.tally.total_cost,
-            )
-            ws.write_meta(self._meta)
+                ws.write_meta(self._meta)
         return RunResult(self.run_dir, status, reason, self.tally, duration)
 
     def _resume_event(self, plan: ResumePlan) -> RunResume:
@@ -320,14 +345,13 @@ class Run:
             agent.ctx.park = functools.partial(scheduler.park, agent.name)
         _freeze_startup_objects()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._stop_on_sigint, scheduler)
             nursery.start_soon(locks.watch_leases)
             stopped = await scheduler.run(agents)
             nursery.cancel_scope.cancel()
         if scheduler.fatal is not None:
             raise scheduler.fatal
         if stopped == "interrupted":
-            return "interrupted", "Ctrl-C"
+            return "interrupted", self._interrupted or "Ctrl-C"
         ended = self.tally.agents.values()
         if all(t.end_reason == "error" for t in ended):
             first = next(iter(ended)).message
@@ -335,14 +359,26 @@ class Run:
         return "completed", stopped or "all_ended"
 
     async def _setup(self, events: EventLog, command: str, env: dict[str, str]) -> None:
-        result = await trio.run_process(
-            ["bash", "-c", command],
-            cwd=self.workspace.shared,
-            env=env,
-            check=False,
-            capture_stdout=True,
-            stderr=subprocess.STDOUT,
-        )
+        """One `workspace.setup` command, in its own session, for at most command_timeout
+        seconds; when that passes, or the run is interrupted, its whole group is killed."""
+        timeout = self.scenario.limits.command_timeout
+        result: subprocess.CompletedProcess[bytes] | None = None
+        with trio.move_on_after(timeout):
+            result = await trio.run_process(
+                ["bash", "-c", command],
+                cwd=self.workspace.shared,
+                env=env,
+                check=False,
+                capture_stdout=True,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                deliver_cancel=_kill_group,
+            )
+        if result is None:
+            raise RunError(
+                f"workspace.setup command {command!r} did not finish within {timeout:g} s "
+                "(limits.command_timeout) and was killed; make it faster, or raise the limit"
+            )
         output = result.stdout.decode(errors="replace")
         events.emit(Setup(command=command, output=output[-4000:], exit_code=result.returncode))
         if result.returncode != 0:
@@ -398,12 +434,35 @@ class Run:
             turns_used=resumed.turns if resumed else 0,
         )
 
-    async def _stop_on_sigint(self, scheduler: Scheduler) -> None:
-        # Ctrl-C stops the scheduler instead of raising KeyboardInterrupt at a random
-        # checkpoint, so shells close and the log ends with run_end `interrupted`.
-        if threading.current_thread() is not threading.main_thread():
+    @contextlib.contextmanager
+    def _stop_on_signals(self) -> Iterator[None]:
+        """From the run's start to its record, SIGINT and SIGTERM stop the run instead of
+        raising at a random checkpoint, so shells close and the log ends with run_end
+        `interrupted`: while agents run, the scheduler stops them; during set-up, the set-up
+        is cancelled. Later signals are taken and dropped: the cleanup is bounded, and a
+        second Ctrl-C inside it would leave agents without their end and the record wrong.
+        A handler of its own, not trio.open_signal_receiver: that one delivers again, on
+        exit, the signals it has not handed out, and so the second Ctrl-C after all."""
+        if threading.current_thread() is not threading.main_thread():  # signals come there
+            yield
             return
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                scheduler.stop("interrupted")
-                return
+        token = trio.lowlevel.current_trio_token()
+
+        def handler(signum: int, frame: object) -> None:
+            token.run_sync_soon(self._signalled, signum, idempotent=True)
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+
+    def _signalled(self, signum: int) -> None:
+        if self._interrupted is not None:
+            return
+        self._interrupted = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        if self.scheduler is not None:
+            self.scheduler.stop("interrupted")
+        else:
+            self._body.cancel()

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,37 +198,90 @@ def test_cli_bad_override_is_one_clear_line(tmp_path: Path) -> None:
     assert "limits.max_turns" in err and "Traceback" not in err
 
 
-def test_ctrl_c_ends_the_run_cleanly(tmp_path: Path) -> None:
+def _wait_for_log(runs: Path, ready: Callable[[list[dict[str, Any]]], bool]) -> Path:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        logs = list(runs.glob("*/events.jsonl"))
+        if logs and ready(read_events(logs[0]).events):
+            return logs[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no run in {runs} got that far")
+
+
+@pytest.mark.parametrize(
+    ("signals", "code", "reason"),
+    [
+        ([signal.SIGINT], 130, "Ctrl-C"),
+        # more Ctrl-C while the run ends: each used to raise inside the cleanup
+        ([signal.SIGINT] * 3, 130, "Ctrl-C"),
+        ([signal.SIGTERM, signal.SIGINT], 143, "SIGTERM"),
+    ],
+    ids=["ctrl-c", "ctrl-c-thrice", "sigterm"],
+)
+def test_a_signal_ends_the_run_cleanly(
+    tmp_path: Path, signals: list[signal.Signals], code: int, reason: str
+) -> None:
+    # The command ignores SIGINT and SIGTERM, so the run takes ~0.4 s to end (SIGKILL): the
+    # signals after the first come while it ends.
+    command = "sleep 987 & bash -c \"trap '' INT TERM; sleep 60\""
     scenario = tmp_path / "slow.yaml"
     scenario.write_text(
         json.dumps(
             scenario_dict(
-                agents=[{"name": "s", "replicas": 2, "steps": [{"bash": "sleep 987 & sleep 60"}]}],
+                agents=[{"name": "s", "replicas": 2, "steps": [{"bash": command}]}],
                 limits={"command_timeout": 100, "wall_time": 100},
             )
         )
     )
     proc = sim_cli("run", str(scenario), "--quiet", "--runs-dir", str(tmp_path / "runs"))
-    log = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        logs = list((tmp_path / "runs").glob("*/events.jsonl"))
-        if logs and sum(e["kind"] == "command" or e["kind"] == "tool_call"
-                        for e in read_events(logs[0]).events) >= 2:  # fmt: skip
-            log = logs[0]
-            break
-        time.sleep(0.05)
-    assert log is not None
-    proc.send_signal(signal.SIGINT)
+    log = _wait_for_log(
+        tmp_path / "runs", lambda events: sum(e["kind"] == "tool_call" for e in events) >= 2
+    )
+    for signum in signals:
+        proc.send_signal(signum)
+        time.sleep(0.01)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, err
-    assert "interrupted" in err
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and f"run interrupted: {reason}" in err
     events = read_events(log).events
-    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
-    assert {e["reason"] for e in events if e["kind"] == "agent_end"} == {"interrupted"}
+    end = events[-1]
+    assert end["kind"] == "run_end" and (end["status"], end["reason"]) == ("interrupted", reason)
+    assert [e["reason"] for e in events if e["kind"] == "agent_end"] == ["interrupted"] * 2
+    meta = json.loads((log.parent / "meta.json").read_text())
+    assert (meta["status"], meta["reason"]) == ("interrupted", reason)
     pids = [e["shell_pid"] for e in events if e["kind"] == "agent_start"]
     time.sleep(0.2)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists()
     sleepers = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True, text=True)
+    assert sleepers.stdout.strip() == ""
+
+
+def test_ctrl_c_during_the_workspace_setup_ends_the_run_cleanly(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow_setup.yaml"
+    scenario.write_text(
+        json.dumps(scenario_dict(workspace={"setup": ["sleep 986 & sleep 985; echo no"]}))
+    )
+    proc = sim_cli("run", str(scenario), "--quiet", "--runs-dir", str(tmp_path / "runs"))
+    log = _wait_for_log(tmp_path / "runs", lambda events: bool(events))
+    time.sleep(0.3)  # the setup command runs
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    end = read_events(log).events[-1]
+    assert end["kind"] == "run_end" and (end["status"], end["reason"]) == ("interrupted", "Ctrl-C")
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 98[56]"], capture_output=True, text=True)
+    assert sleepers.stdout.strip() == ""
+
+
+def test_a_setup_command_that_hangs_is_killed_at_the_command_timeout(tmp_path: Path) -> None:
+    data = scenario_dict(
+        workspace={"setup": ["sleep 984 & sleep 983"]},
+        limits={"command_timeout": 0.5, "wall_time": 30, "max_turns": 5},
+    )
+    result = run(tmp_path, validate_scenario(data))
+    assert result.status == "error"
+    assert "did not finish within 0.5 s (limits.command_timeout)" in result.reason
+    assert events_of(result)[-1]["kind"] == "run_end"
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 98[34]"], capture_output=True, text=True)
     assert sleepers.stdout.strip() == ""
