@@ -198,8 +198,11 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
 
 
 def save_report(run: RunFrames, output: str | Path | None = None) -> Path:
-    """Write the report of a loaded run (default `<run>/report.html`); return where."""
+    """Write the report of a loaded run (default `<run>/report.html`, or that name in
+    `output` when it is a directory); return where."""
     target = Path(output) if output is not None else run.paths[0] / "report.html"
+    if target.is_dir():
+        target = target / "report.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render(run), encoding="utf-8")
     return target

@@ -150,6 +150,8 @@ def _runs_frame(run_dir: Path, log_kinds: dict[str, Any], events: pd.DataFrame) 
         meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = {}
+    if not isinstance(meta, dict):
+        meta = {}
     first = start[0] if start else {}
     last = end[-1] if end else {}
     duration = last.get("duration")

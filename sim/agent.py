@@ -46,6 +46,11 @@ def first_message(task: str) -> Message:
     return {"role": "user", "content": task or "Begin."}
 
 
+_CUT_SHORT = (
+    "[not run: your reply reached its max_tokens limit, so this tool call may be cut short "
+    "(the API sends what was written so far); send it again in a shorter reply, e.g. write a "
+    "long file in parts]"
+)
 _STATUS_WHILE = {
     "bash": "running",
     "lock": "waiting for lock",
@@ -143,6 +148,8 @@ class Agent:
             self.leave(self.name)
             if reason is None:  # cancelled from outside: the scheduler knows why
                 reason = self.stop_reason()
+                if reason == "error":  # another agent's error ended the run (a refused key)
+                    message = "stopped with the run: another agent's error ended it"
             with trio.CancelScope(shield=True):
                 await self.ctx.shell.close()
                 self.ctx.locks.release_all(self.name)
@@ -222,8 +229,9 @@ class Agent:
         state.messages.append({"role": "assistant", "content": reply.content})
         results: list[dict[str, Any]] = []
         finished = False
+        cut = reply.stop_reason == "max_tokens"  # its last tool call may be incomplete
         for block in reply.tool_uses:
-            output = await self._call_tool(block)
+            output = await self._call_tool(block, cut)
             finished = finished or output.finish
             results.append(
                 {
@@ -254,7 +262,7 @@ class Agent:
             self.name,
         )
 
-    async def _call_tool(self, block: dict[str, Any]) -> ToolOutput:
+    async def _call_tool(self, block: dict[str, Any], cut: bool = False) -> ToolOutput:
         name, args = block.get("name", ""), block.get("input") or {}
         events, turn = self.ctx.events, self.state.turn
         events.emit(ToolCall(turn=turn, tool_use_id=block["id"], name=name, input=args), self.name)
@@ -264,6 +272,8 @@ class Agent:
         try:
             if tool is None:
                 raise ToolError(f"no tool named {name!r}; your tools are {', '.join(self.tools)}")
+            if cut:
+                raise ToolError(_CUT_SHORT)
             output = await tool.run(self.ctx, args)
         except ToolError as exc:
             output = ToolOutput(str(exc), is_error=True)

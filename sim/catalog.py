@@ -43,30 +43,40 @@ def writer_alive(meta: dict[str, object]) -> bool:
 
 
 def list_runs(runs_dir: Path) -> list[RunRow]:
-    rows = []
-    for meta_path in sorted(runs_dir.glob("*/meta.json")):
+    """One row per run directory (one with a meta.json or an events.jsonl); what cannot be
+    read shows as "?", so one damaged run does not hide the others."""
+    found = {p.parent for name in ("meta.json", "events.jsonl") for p in runs_dir.glob(f"*/{name}")}
+    return [_row(run_dir) for run_dir in sorted(found)]
+
+
+def _row(run_dir: Path) -> RunRow:
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if not isinstance(meta, dict):
+        meta = {"status": "?"}
+    duration, tokens = meta.get("duration"), meta.get("tokens")
+    status = str(meta.get("status", "?"))
+    if duration is None:
         try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        duration, tokens = meta.get("duration"), meta.get("tokens")
-        status = meta.get("status", "?")
-        if duration is None:
-            duration, tokens = _from_log(meta_path.parent)
-            if status == "running" and not writer_alive(meta):
-                status = "killed"  # its process is gone without writing how it ended
-        rows.append(
-            RunRow(
-                run_id=meta_path.parent.name,
-                scenario=meta.get("scenario", "?"),
-                status=status,
-                start=datetime.fromisoformat(meta["start"]).strftime("%Y-%m-%d %H:%M:%S")
-                if meta.get("start")
-                else "?",
-                duration=duration,
-                agents=len(meta.get("agents", [])),
-                tokens=tokens,
-                cost_usd=meta.get("cost_usd"),
-            )
-        )
-    return rows
+            duration, tokens = _from_log(run_dir)
+        except ValueError:  # a corrupt log (LogError)
+            duration, tokens = None, None
+        if status == "running" and not writer_alive(meta):
+            status = "killed"  # its process is gone without writing how it ended
+    try:
+        start = datetime.fromisoformat(str(meta["start"])).strftime("%Y-%m-%d %H:%M:%S")
+    except (KeyError, ValueError):
+        start = "?"
+    agents = meta.get("agents")
+    return RunRow(
+        run_id=run_dir.name,
+        scenario=str(meta.get("scenario", "?")),
+        status=status,
+        start=start,
+        duration=duration if isinstance(duration, int | float) else None,
+        agents=len(agents) if isinstance(agents, list) else 0,
+        tokens=tokens if isinstance(tokens, int) else None,
+        cost_usd=meta.get("cost_usd") if isinstance(meta.get("cost_usd"), int | float) else None,
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -139,8 +140,11 @@ def cmd_playback(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, console: Console) -> int:
-    if args.speed < 0:
-        raise RunError(f"--speed {args.speed:g}: give 0 (no pauses) or a positive factor")
+    if not (args.speed == 0 or 1e-6 <= args.speed < math.inf):  # nan fails both
+        raise RunError(
+            f"--speed {args.speed:g}: give 0 (no pauses) or a factor of 1e-6 or more "
+            "(2: twice as fast)"
+        )
     if args.playback:
         return _into_pipe(lambda: cmd_playback(args))
     if bool(args.until) != bool(args.then):
@@ -289,7 +293,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     except RunLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    print(save_report(run, args.output))
+    try:
+        print(save_report(run, args.output))
+    except OSError as exc:
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if run.torn_lines:
         print("(the log's last line was torn by a crash and is not in the report)", file=sys.stderr)
     return 0

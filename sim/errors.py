@@ -58,5 +58,9 @@ class RunError(SimError):
     """A run could not be set up, or its run directory is unusable."""
 
 
+class LogError(RunError, ValueError):
+    """An event log with a bad line before its last (a crash can only tear the last one)."""
+
+
 class IsolationError(RunError):
     """`isolation: users` or `network: false` cannot be had here: says what is missing."""

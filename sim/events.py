@@ -23,6 +23,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from sim.errors import LogError
+
 # ---------------------------------------------------------------------------------------------
 # Payloads: one model per kind. Field names are column names in analysis/.
 
@@ -370,22 +372,34 @@ def iter_lines(path: Path) -> Iterator[tuple[int, str]]:
 
 
 def read_events(path: Path) -> LogContents:
-    """Read an event log. A last line that is not complete JSON is dropped and reported in
-    `torn_line`; a bad line anywhere else raises ValueError naming the file and line."""
+    """Read an event log. A last line that is not a complete event is dropped and reported in
+    `torn_line`; a bad line anywhere else raises LogError (a ValueError) naming the file and
+    line."""
     out = LogContents()
     lines = list(iter_lines(path))
     for number, line in lines:
         try:
-            out.events.append(json.loads(line))
-        except json.JSONDecodeError as exc:
+            out.events.append(parse_line(line))
+        except ValueError as exc:
             if number == len(lines):
                 out.torn_line = line
             else:
-                raise ValueError(
-                    f"{path}:{number}: not a JSON event ({exc.msg}); the log is corrupt before "
-                    "its last line, which a crash cannot cause"
+                raise LogError(
+                    f"{path}:{number}: not an event ({exc}); the log is corrupt before its "
+                    "last line, which a crash cannot cause"
                 ) from exc
     return out
+
+
+def parse_line(line: str) -> dict[str, Any]:
+    """One line of a log as an event: a JSON object with a string `kind` (ValueError if not)."""
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc.msg}") from exc
+    if not isinstance(event, dict) or not isinstance(event.get("kind"), str):
+        raise ValueError("an event is a JSON object with a string `kind`")
+    return event
 
 
 def parse_payload(event: dict[str, Any]) -> Payload:

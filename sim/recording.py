@@ -9,8 +9,9 @@ from typing import Any
 
 import yaml
 
+from sim.errors import RunError
 from sim.events import read_events
-from sim.scenario import Scenario, validate_scenario
+from sim.scenario import Scenario, validate_scenario, yaml_problem
 from sim.workspace import require_run_dir
 
 Event = dict[str, Any]
@@ -41,11 +42,20 @@ def load_recording(run_dir: Path) -> Recording:
     # libyaml's loader, when PyYAML has it: this file is written by the harness, so the pure
     # Python loader's friendlier errors are not needed, and it is ~10x slower (a replay's start).
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    data = yaml.load(scenario_path.read_text(encoding="utf-8"), Loader=loader)
+    try:
+        data = yaml.load(scenario_path.read_text(encoding="utf-8"), Loader=loader)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else f": {exc}"
+        raise RunError(
+            f"{scenario_path}{problem}. sim wrote this file: put back the original (it is the "
+            "scenario the run ran), or run the scenario anew"
+        ) from exc
     scenario = validate_scenario(data, str(scenario_path))
     contents = read_events(events_path)
     try:
         meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         meta = {}  # a run killed before it wrote meta.json still replays
+    if not isinstance(meta, dict):
+        meta = {}
     return Recording(run_dir, scenario, contents.events, contents.torn_line, meta)

@@ -163,6 +163,14 @@ def plan_resume(run_dir: Path) -> ResumePlan:
             f"{run_dir}: this run ended ({recording.events[-1].get('status')}); only a run "
             "that was killed partway can be resumed. Use `python -m sim replay` to run it again"
         )
+    setup = recording.scenario.workspace.setup
+    done = sum(e["kind"] == "setup" for e in recording.events)
+    if done < len(setup):  # each finished command logs one; its agents never started
+        raise RunError(
+            f"{run_dir}: this run was killed during its workspace setup ({done} of {len(setup)} "
+            "setup commands had finished), so its agents never started and there is nothing to "
+            f"go on with; run the scenario anew: python -m sim run {run_dir}/scenario.yaml"
+        )
     by_agent: dict[str, list[Event]] = {}
     for e in recording.events:
         if e.get("agent"):

@@ -75,7 +75,9 @@ class Api(_Strict):
     max_retry_wait: float = Field(
         60.0, gt=0, description="seconds at most to wait before a retry, whatever retry-after says"
     )
-    timeout: float = Field(600.0, gt=0, description="seconds per HTTP attempt")
+    timeout: float = Field(
+        600.0, gt=0, description="seconds to connect, and for each read of a response (httpx)"
+    )
     max_output_tokens: int = Field(8192, gt=0, description="`max_tokens` of each request")
     cache_ttl: Literal["5m", "1h"] = Field("5m", description="prompt cache lifetime")
     context_window: int | None = Field(
@@ -376,6 +378,14 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, text: str)
             )
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """`:LINE:COL: not valid YAML: PROBLEM`, on one line, to follow a file's name."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).replace("\n", " ")
+    return f"{where}: not valid YAML: {problem}"
+
+
 def load_scenario(path: Path | str, overrides: list[str] = ()) -> Scenario:  # type: ignore[assignment]
     """Read, override and validate a scenario file. Raises ScenarioError with every problem."""
     path = Path(path)
@@ -383,13 +393,15 @@ def load_scenario(path: Path | str, overrides: list[str] = ()) -> Scenario:  # t
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read the scenario file ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save the scenario as UTF-8"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ScenarioError(f"{path}{where}: not valid YAML: {problem}") from exc
+        raise ScenarioError(f"{path}{yaml_problem(exc)}") from exc
     if data is None:
         raise ScenarioError(f"{path}: the file is empty; a scenario needs at least name and agents")
     if not isinstance(data, dict):

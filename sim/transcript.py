@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from sim.events import read_events
+from sim.errors import LogError
+from sim.events import parse_line, read_events
 from sim.workspace import require_run_dir
 
 Event = dict[str, Any]
@@ -148,7 +149,10 @@ def follow(
             pending += chunk
             if not pending.endswith("\n"):
                 continue  # a line still being written
-            event = json.loads(pending)
+            try:
+                event = parse_line(pending)
+            except ValueError as exc:
+                raise LogError(f"{path}: a line that is not an event ({exc})") from None
             pending = ""
             emit(event)
             if stop_at_end and event.get("kind") == "run_end":

@@ -153,6 +153,8 @@ class Workspace:
             meta: dict[str, Any] = json.loads(self.meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.meta_path}: cannot read the run's meta.json ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise RunError(f"{self.meta_path}: the run's meta.json is not a JSON object")
         return meta
 
     def confine(self, agent: str, path: str, cwd: Path | None = None) -> Path:

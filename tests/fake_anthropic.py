@@ -82,6 +82,9 @@ class Turn:
     usage: dict[str, Any] | None = None
     fault: Fault | None = None
     delay: float = 0.0  # seconds before answering
+    stop_reason: str | None = None  # default: tool_use when a block is one, else end_turn
+    raw: bytes | None = None  # sent as it is with a 200, unchecked: a misbehaving server
+    raw_type: str = "application/json"  # its content-type
 
 
 def turn(*blocks: dict[str, Any], **kw: Any) -> Turn:
@@ -182,7 +185,7 @@ class FakeAnthropic:
 
     def answer(
         self, headers: dict[str, str], body: dict[str, Any]
-    ) -> tuple[int, dict[str, str], dict[str, Any]]:
+    ) -> tuple[int, dict[str, str], dict[str, Any] | bytes]:
         auth = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
         if auth != self.key:
             return self._error(401, "invalid x-api-key")
@@ -196,6 +199,8 @@ class FakeAnthropic:
             return self._error(fault.status, fault.message, extra)
         if reply.delay:
             time.sleep(reply.delay)
+        if reply.raw is not None:
+            return 200, {"content-type": reply.raw_type}, reply.raw
         uses_tools = any(b["type"] == "tool_use" for b in reply.content)
         message = {
             "id": f"msg_fake_{next(_ids):05d}",
@@ -203,7 +208,7 @@ class FakeAnthropic:
             "role": "assistant",
             "model": body.get("model", "claude-fake"),
             "content": reply.content,
-            "stop_reason": "tool_use" if uses_tools else "end_turn",
+            "stop_reason": reply.stop_reason or ("tool_use" if uses_tools else "end_turn"),
             "stop_sequence": None,
             "usage": reply.usage or DEFAULT_USAGE,
         }
@@ -245,14 +250,17 @@ class FakeAnthropic:
                 except Exception as exc:  # a bad script: fail the call loudly, without retries
                     fake.failures.append(repr(exc))
                     status, extra = 500, {"x-should-retry": "false"}
-                    answer = {"type": "error", "error": {"type": "api_error", "message": repr(exc)}}
+                    answer: dict[str, Any] | bytes = {
+                        "type": "error",
+                        "error": {"type": "api_error", "message": repr(exc)},
+                    }
                 received.status = status
                 with fake._lock:
                     fake.requests.append(received)
-                data = json.dumps(answer).encode()
+                data = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
                 try:
                     self.send_response(status)
-                    self.send_header("content-type", "application/json")
+                    self.send_header("content-type", extra.pop("content-type", "application/json"))
                     self.send_header("content-length", str(len(data)))
                     self.send_header("request-id", f"req_fake_{next(_ids):05d}")
                     for name, value in extra.items():

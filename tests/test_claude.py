@@ -256,6 +256,65 @@ def test_a_bad_request_is_not_retried(tmp_path: Path) -> None:
     assert end["reason"] == "error" and "400 invalid_request_error: bad blocks" in end["message"]
 
 
+_MESSAGE = (
+    b'{"id": "m", "type": "message", "role": "assistant", "model": "x", '
+    b'"stop_reason": "tool_use", "stop_sequence": null, '
+)
+_USAGE = b'"usage": {"input_tokens": 1, "output_tokens": 1}'
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"<html>Sign in to the network</html>", "a str, not a Messages reply"),
+        (b"{not json", "not JSON"),
+        (b'{"type": "error", "error": {"type": "api_error"}}', "not a list of content blocks"),
+        (_MESSAGE + b'"content": null, ' + _USAGE + b"}", "not a list of content blocks"),
+        (
+            _MESSAGE
+            + b'"content": [{"type": "tool_use", "name": "bash", "input": "ls"}], '
+            + _USAGE
+            + b"}",
+            "a tool_use block needs a string id and name and an object input",
+        ),
+        (
+            _MESSAGE + b'"content": [], "usage": {"input_tokens": "lots", "output_tokens": 1}}',
+            "its usage has no whole token counts",
+        ),
+    ],
+    ids=["html", "not-json", "error-body", "null-content", "bad-tool-use", "bad-usage"],
+)
+def test_a_200_that_is_not_a_messages_reply_ends_the_agent_saying_so(
+    tmp_path: Path, raw: bytes, problem: str
+) -> None:
+    kind = "text/html" if raw.startswith(b"<") else "application/json"
+    script = {"agent alice": [Turn([], raw=raw, raw_type=kind)]}
+    with FakeAnthropic(script) as api:
+        _, events = run(tmp_path, scenario(api, [agent("alice")]))
+    (end,) = of(events, "agent_end")
+    assert (
+        end["reason"] == "error"
+        and "answered 200 with what is not a Messages reply" in end["message"]
+    ), end
+    assert problem in end["message"] and "check that base_url" in end["message"], end
+    assert of(events, "error", "alice")[0]["error"] == "ModelError"
+    assert events[-1]["kind"] == "run_end"
+
+
+def test_tool_calls_of_a_reply_cut_at_max_tokens_are_not_run(tmp_path: Path) -> None:
+    # Cut mid-way, a tool call's input may be incomplete: a heredoc missing its end.
+    cut = bash("cat > notes.txt <<'EOF'\nline 1\nline")
+    script = {"agent alice": [Turn([cut], stop_reason="max_tokens"), turn(finish("ok"))]}
+    with FakeAnthropic(script) as api:
+        result, events = run(tmp_path, scenario(api, [agent("alice")]), real_shells=True)
+    assert not of(events, "command", "alice")  # nothing ran
+    (answer,) = last_results(api.requests[-1].body)
+    assert answer["is_error"] and "max_tokens" in answer["content"], answer
+    (call,) = of(events, "tool_call", "alice")[:1]
+    assert call["input"] == cut["input"]  # logged as the model sent it
+    assert not (result.run_dir / "workspace/agents/alice/notes.txt").exists()
+
+
 def test_a_bad_key_ends_the_whole_run_at_once_saying_how_to_set_it(tmp_path: Path) -> None:
     script = {"agent alice": [turn(finish("ok"))]}
     slow = {"name": "slow", "steps": [{"bash": "sleep 30"}]}
@@ -265,8 +324,11 @@ def test_a_bad_key_ends_the_whole_run_at_once_saying_how_to_set_it(tmp_path: Pat
     assert "ANTHROPIC_API_KEY" in result.reason and "export ANTHROPIC_API_KEY" in result.reason
     assert "401" in result.reason
     assert len(api.requests) == 1  # a 401 is not retried
-    ends = {e["agent"]: e["reason"] for e in of(events, "agent_end")}
-    assert ends == {"alice": "error", "slow": "error"}
+    ends = {e["agent"]: (e["reason"], e["message"]) for e in of(events, "agent_end")}
+    assert ends == {
+        "alice": ("error", "the API rejected the key"),
+        "slow": ("error", "stopped with the run: another agent's error ended it"),
+    }
     assert events[-1]["kind"] == "run_end" and events[-1]["duration"] < 10  # not the sleep 30
 
 

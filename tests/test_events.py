@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sim.errors import LogError
 from sim.events import EventLog, Payload, parse_payload, read_events
 
 
@@ -39,11 +40,14 @@ def test_torn_last_line_is_dropped_and_reported(tmp_path: Path) -> None:
     assert contents.torn_line == '{"seq":1,"kin'
 
 
-def test_corruption_before_the_last_line_is_an_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize("bad", ["not json", "[1, 2]", "42", "{}", '{"kind": 3}'])
+def test_corruption_before_the_last_line_is_an_error(tmp_path: Path, bad: str) -> None:
     path = tmp_path / "e.jsonl"
-    path.write_text('{"seq":0}\nnot json\n{"seq":2}\n')
-    with pytest.raises(ValueError, match=r"e\.jsonl:2"):
+    path.write_text(f'{{"seq":0,"kind":"x"}}\n{bad}\n{{"seq":2,"kind":"x"}}\n')
+    with pytest.raises(LogError, match=r"e\.jsonl:2: not an event"):
         read_events(path)
+    path.write_text(f'{{"seq":0,"kind":"x"}}\n{bad}\n')  # as the last line: torn, dropped
+    assert read_events(path).torn_line == f"{bad}\n"
 
 
 def test_emit_after_close_raises(tmp_path: Path) -> None:

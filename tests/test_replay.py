@@ -150,3 +150,61 @@ def test_replay_and_report_of_a_log_with_a_torn_last_line_say_so(tmp_path: Path)
     report = run_cli("report", str(source), "-o", str(tmp_path / "report.html"))
     assert report.returncode == 0, report.stderr
     assert "last line was torn by a crash" in report.stderr
+
+
+def _damage(run_dir: Path, how: str) -> None:
+    log = run_dir / "events.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    if how == "corrupt line":
+        lines[3] = '{"seq": garbage\n'
+    elif how == "not an object":
+        lines[3] = "[1, 2, 3]\n"
+    elif how == "no kind":
+        lines[3] = "{}\n"
+    log.write_text("".join(lines))
+    if how == "meta not an object":
+        (run_dir / "meta.json").write_text("[1]\n")
+    elif how == "scenario not yaml":
+        (run_dir / "scenario.yaml").write_text("name: [unclosed\n")
+
+
+@pytest.mark.parametrize(
+    "how", ["corrupt line", "not an object", "no kind", "meta not an object", "scenario not yaml"]
+)
+def test_a_damaged_run_directory_gets_one_clear_error_line_from_every_command(
+    tmp_path: Path, how: str
+) -> None:
+    source = counter_race(tmp_path)
+    _damage(source, how)
+    broken_log = how in ("corrupt line", "not an object", "no kind")
+    commands: list[list[str]] = [["runs", "--runs-dir", str(source.parent)]]
+    if broken_log or how == "scenario not yaml":
+        commands += [["replay", str(source), "--quiet"], ["resume", str(source)]]
+    if broken_log:
+        commands += [["show", str(source)], ["replay", "--playback", "--speed", "0", str(source)]]
+    if how == "meta not an object":
+        commands += [["show", str(source)], ["report", str(source), "-o", str(tmp_path)]]
+    for args in commands:
+        proc = run_cli(*args)
+        assert "Traceback" not in proc.stderr, (args, proc.stderr)
+        if args[0] in ("runs", "report") or (args[0] == "show" and not broken_log):
+            assert proc.returncode == 0, (args, proc.stderr)
+            continue
+        assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
+        error = proc.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: "), (args, proc.stderr)
+        if broken_log:
+            assert "events.jsonl:4: not an event" in error, error
+        else:
+            assert "scenario.yaml:2:1: not valid YAML" in error and "put back" in error, error
+    if how == "meta not an object":
+        assert (tmp_path / "report.html").exists()  # -o DIR: the report goes into it
+
+
+def test_a_scenario_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"name: caf\xe9\nagents: []\n")
+    for command in ("validate", "run"):
+        proc = run_cli(command, str(path))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert "not UTF-8 text (byte 0xe9 at offset 9)" in proc.stderr, proc.stderr

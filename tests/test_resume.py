@@ -270,3 +270,28 @@ def test_a_recorded_cwd_follows_the_run_it_was_recorded_in(tmp_path: Path) -> No
     # inside a run's workspace, but neither this one nor where it started: never go there
     assert _moved("/elsewhere/workspace/agents/a", old, home) is None
     assert _moved(None, old, home) is None
+
+
+def test_a_run_killed_during_its_setup_is_not_resumed_as_if_set_up(tmp_path: Path) -> None:
+    scenario = tmp_path / "slow_setup.yaml"
+    scenario.write_text(
+        json.dumps(
+            {
+                "name": "slow-setup",
+                "workspace": {"setup": ["true", "sleep 981; echo ok > setup_done"]},
+                "agents": [{"name": "a", "steps": [{"bash": "cat setup_done"}]}],
+            }
+        )
+    )
+    proc = start("run", str(scenario), "--quiet", "--runs-dir", str(tmp_path / "runs"))
+    deadline = time.monotonic() + 30
+    while '"kind":"setup"' not in "".join(
+        p.read_text() for p in (tmp_path / "runs").glob("*/events.jsonl")
+    ):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    kill_9(proc)
+    subprocess.run(["pkill", "-f", "sleep 981"], check=False)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    with pytest.raises(RunError, match=r"killed during its workspace setup \(1 of 2 setup"):
+        plan_resume(run_dir)

@@ -23,6 +23,7 @@ else that outlasts the retries raises ModelError (that agent ends with reason `e
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -147,6 +148,33 @@ class _RetryPolicy(anthropic.Middleware):
         return response
 
 
+def _reply_parts(msg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]] | str:
+    """A reply's content blocks and usage as dicts, or what is wrong with it. The SDK builds
+    its Message from whatever a 200 carried, unvalidated: a proxy's HTML page, an error body,
+    a tool_use without an id. Caught here, not as an AttributeError three calls on."""
+    if not isinstance(msg, anthropic.types.Message):
+        return f"a {type(msg).__name__}, not a Messages reply"
+    content: Any = getattr(msg, "content", None)
+    usage: Any = getattr(msg, "usage", None)
+    if not isinstance(content, list) or not all(hasattr(b, "to_dict") for b in content):
+        return "its `content` is not a list of content blocks"
+    if not hasattr(usage, "to_dict"):
+        return "it has no `usage`"
+    # warnings=False: the shape is checked here, not by warnings on stderr
+    blocks = [block.to_dict(mode="json", warnings=False) for block in content]
+    for block in blocks:
+        if block.get("type") == "tool_use" and not (
+            isinstance(block.get("id"), str)
+            and isinstance(block.get("name"), str)
+            and isinstance(block.get("input"), dict)
+        ):
+            return f"a tool_use block needs a string id and name and an object input: {block}"
+    counts = usage.to_dict(mode="json", warnings=False)
+    if not all(isinstance(counts.get(k), int) for k in ("input_tokens", "output_tokens")):
+        return f"its usage has no whole token counts: {counts}"
+    return blocks, counts
+
+
 def _error_detail(exc: anthropic.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
@@ -199,18 +227,34 @@ class ClaudeModel:
                 f"{self.name}: {exc.message} ({type(exc).__name__}, after {call.retries} "
                 f"retries) to {self._client.base_url}"
             ) from None
+        except json.JSONDecodeError as exc:  # a 200 that says JSON and is not
+            raise self._not_a_reply(f"not JSON: {exc}", exc.doc) from None
         finally:
             _CALL.reset(token)
-        usage = msg.usage.to_dict(mode="json")
+        content, usage = self._checked(msg)
         self._trimmer.observe(usage, len(request.messages))
         priced = self.name if is_priced(self.name) else msg.model
         return Reply(
-            content=[block.to_dict(mode="json") for block in msg.content],
+            content=content,
             stop_reason=msg.stop_reason,
             usage=usage,
             model=msg.model,
             retries=call.retries,
             cost_usd=cost_usd(priced, usage),
+        )
+
+    def _checked(self, msg: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The content blocks and usage of a reply, as dicts, or ModelError saying why not."""
+        parts = _reply_parts(msg)
+        if isinstance(parts, str):
+            raise self._not_a_reply(parts, msg)
+        return parts
+
+    def _not_a_reply(self, problem: str, body: object) -> ModelError:
+        return ModelError(
+            f"{self.name}: the API at {self._client.base_url} answered 200 with what is not a "
+            f"Messages reply ({problem[:300]}); check that base_url (or {BASE_URL_VAR}) is the "
+            f"Anthropic Messages API. It began: {str(body)[:200]!r}"
         )
 
     async def aclose(self) -> None:
