@@ -378,6 +378,22 @@ def apply_override(data: dict[str, Any], path: list[str], value: Any, text: str)
             )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: PyYAML keeps the last one
+    silently, so `name: x` ... `name: y` ran as y with no word."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def yaml_problem(exc: yaml.YAMLError) -> str:
     """`:LINE:COL: not valid YAML: PROBLEM`, on one line, to follow a file's name."""
     mark = getattr(exc, "problem_mark", None)
@@ -399,7 +415,7 @@ def load_scenario(path: Path | str, overrides: list[str] = ()) -> Scenario:  # t
             "save the scenario as UTF-8"
         ) from exc
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}{yaml_problem(exc)}") from exc
     if data is None:

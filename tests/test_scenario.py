@@ -54,6 +54,14 @@ def test_yaml_syntax_error_gives_line(tmp_path: Path) -> None:
         load_scenario(write(tmp_path, "name: x\nagents: [\n  - {a: 1\n"))
 
 
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(tmp_path: Path) -> None:
+    text = "name: x\nagents:\n  - name: a\n    steps: [{finish: ok}]\n    name: b\n"
+    with pytest.raises(
+        ScenarioError, match=r"s\.yaml:5:5: not valid YAML: the key 'name' is given"
+    ):
+        load_scenario(write(tmp_path, text))
+
+
 def test_not_a_mapping(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="a scenario is a YAML mapping"):
         load_scenario(write(tmp_path, "- 1\n- 2\n"))
