@@ -43,7 +43,10 @@ from sim._pty import stderr_lost as _stderr_lost
 from sim._pty import wanted_modes as _wanted_modes
 from sim.errors import ShellError
 
-_MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1e\x1f]*)\x1f")
+# $PWD may hold RS (a directory named with one ended no command: every one timed out); a US
+# in it cuts the marker short, so the cwd is wrong until bash leaves that directory. Sanitising
+# $PWD in PS1 instead (${PWD//[\036\037]/?}) cost bash ~2.4 us a prompt, ~5% of a round trip.
+_MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1f]*)\x1f")
 _NEEDS_FILE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # newline, \r and the tty's control chars
 _MAX_LINE = 1000  # longer lines go through a file: the pty cuts lines over 4095 bytes (notes)
 _MAX_MARK = 16384  # an unterminated RS older than this is output, not a marker in transit
@@ -64,8 +67,7 @@ _INCOMPLETE = (
 # Shell). It goes from `/`, so a cwd that resolves through /proc/self/cwd leads to `/`, not to
 # the harness's own directory. The descriptors are those the harness was handed without
 # close-on-exec (Python makes its own with it): bash lists only those, where finding them in
-# the harness took ~3 us for each of its own, 1.5 ms a start at 128 agents. In the marker,
-# $PWD's RS and US bytes become `?`: a directory named with one would otherwise cut it.
+# the harness took ~3 us for each of its own, 1.5 ms a start at 128 agents.
 _INIT = (
     r"""builtin cd / && { builtin cd -P -- "$__sim_cwd" || builtin cd -P -- "$__sim_home"; } """
     r"""|| exit 1; for __sim_f in /proc/$$/fd/*; do __sim_f=${__sim_f##*/}; case $__sim_f in """
@@ -73,7 +75,7 @@ _INIT = (
     r"""do builtin echo $$ >"${!__sim_f}" || exit 1; done; unset ${!__sim_pid_file@} __sim_f; """
     r"""unset __sim_cwd __sim_home OLDPWD; """
     r"""__sim_k=@KEY@; __sim_c=0; """
-    r"""PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD//[\036\037]/?}\037'; """
+    r"""PS1='\036__SIM_${__sim_k}$((++__sim_c)):$?:${PWD}\037'; """
     r"""PS2='\036__SIM2_${__sim_k}\037'; declare -r PS1 PS2 __sim_k; unset PROMPT_COMMAND PS0; """
     r"""__sim_ret() { return $1; }; declare -fr __sim_ret; set +H +o history; """
     r"""unset HISTFILE MAILCHECK; unset TMOUT 2>/dev/null"""
