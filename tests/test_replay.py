@@ -189,6 +189,8 @@ def test_a_damaged_run_directory_gets_one_clear_error_line_from_every_command(
         assert "Traceback" not in proc.stderr, (args, proc.stderr)
         if args[0] in ("runs", "report") or (args[0] == "show" and not broken_log):
             assert proc.returncode == 0, (args, proc.stderr)
+            if args[0] == "runs":  # the damaged run is listed, not dropped
+                assert source.name in proc.stdout, proc.stdout
             continue
         assert proc.returncode == 2, (args, proc.returncode, proc.stderr)
         error = proc.stderr.strip().splitlines()[-1]
@@ -208,3 +210,10 @@ def test_a_scenario_file_that_is_not_utf8_is_one_clear_error(tmp_path: Path) -> 
         proc = run_cli(command, str(path))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "not UTF-8 text (byte 0xe9 at offset 9)" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("speed", ["nan", "1e-300", "-1", "inf"])
+def test_a_playback_speed_that_cannot_be_is_one_clear_error(tmp_path: Path, speed: str) -> None:
+    proc = run_cli("replay", "--playback", "--speed", speed, str(tmp_path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"error: --speed {float(speed):g}: give 0"), proc.stderr
