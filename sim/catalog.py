@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sim.budget import usage_tokens
 from sim.events import read_events
+from sim.workspace import load_meta
 
 
 @dataclass(frozen=True)
@@ -50,12 +50,7 @@ def list_runs(runs_dir: Path) -> list[RunRow]:
 
 
 def _row(run_dir: Path) -> RunRow:
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = None
-    if not isinstance(meta, dict):
-        meta = {"status": "?"}
+    meta = load_meta(run_dir)
     duration, tokens = meta.get("duration"), meta.get("tokens")
     status = str(meta.get("status", "?"))
     if duration is None:

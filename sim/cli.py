@@ -29,6 +29,7 @@ from sim.resume import plan_resume
 from sim.runner import Run, RunResult
 from sim.scenario import json_schema, load_scenario
 from sim.view import LiveView, end_messages, summary_table
+from sim.workspace import load_meta
 
 EXIT_USAGE = 2
 
@@ -246,9 +247,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 if line:
                     print(line, flush=True)
 
-        meta: dict[str, object] = {}  # read once: its pid is the writer's
-        with contextlib.suppress(OSError, ValueError):
-            meta = json.loads((args.run_dir / "meta.json").read_text(encoding="utf-8"))
+        meta = load_meta(args.run_dir)  # read once: its pid is the writer's
         if not transcript.follow(log, emit, writer_alive=lambda: catalog.writer_alive(meta)):
             print("(the run's process is gone: it ended without logging its end)", file=sys.stderr)
         return 0

@@ -73,8 +73,7 @@ class ChildSetup:
         return {"on_spawn": self.set_rlimits, "pid_files": self.cgroup_procs}
 
     def in_child(self) -> None:
-        """Between fork and exec, in this order (joining a cgroup and making a namespace need
-        the root that the last step gives up)."""
+        """Between fork and exec, in the module docstring's order."""
         for path in self.cgroup_procs:
             with open(path, "w") as f:
                 f.write(str(os.getpid()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import yaml
 from sim.errors import RunError
 from sim.events import read_events
 from sim.scenario import Scenario, validate_scenario, yaml_problem
-from sim.workspace import require_run_dir
+from sim.workspace import load_meta, require_run_dir
 
 Event = dict[str, Any]
 
@@ -52,10 +51,5 @@ def load_recording(run_dir: Path) -> Recording:
         ) from exc
     scenario = validate_scenario(data, str(scenario_path))
     contents = read_events(events_path)
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        meta = {}  # a run killed before it wrote meta.json still replays
-    if not isinstance(meta, dict):
-        meta = {}
+    meta = load_meta(run_dir)
     return Recording(run_dir, scenario, contents.events, contents.torn_line, meta)

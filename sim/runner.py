@@ -254,7 +254,8 @@ class Run:
                             status, reason = await self._run(events)
                     else:
                         status, reason = await self._run(events)
-                if self._body.cancelled_caught or status == "interrupted":
+                # A signal during set-up (one while agents run stops the scheduler: see _run).
+                if self._body.cancelled_caught:
                     status, reason = "interrupted", self._interrupted or "Ctrl-C"
             except SimError as exc:
                 status, reason = "error", str(exc)
@@ -264,29 +265,35 @@ class Run:
                     raise
                 status, reason = "interrupted", "Ctrl-C"
             finally:
-                with trio.CancelScope(shield=True):
-                    await self.sandbox.close()  # users and cgroups go, even after a failure
-                duration = trio.current_time() - start
-                events.emit(
-                    RunEnd(
-                        status=status,
-                        reason=reason,
-                        duration=round(duration, 6),
-                        tokens=self.tally.total_tokens,
-                        cost_usd=self.tally.total_cost,
-                    )
-                )
-                events.close()
-                self._meta.update(
-                    end=datetime.now(UTC).isoformat(),
-                    status=status,
-                    reason=reason,
-                    duration=round(duration, 3),
-                    tokens=self.tally.total_tokens,
-                    cost_usd=self.tally.total_cost,
-                )
-                ws.write_meta(self._meta)
+                duration = await self._record_end(status, reason, start)
         return RunResult(self.run_dir, status, reason, self.tally, duration)
+
+    async def _record_end(self, status: str, reason: str, start: float) -> float:
+        """Undo the sandbox, then log run_end and write meta.json; return the run's duration."""
+        with trio.CancelScope(shield=True):
+            await self.sandbox.close()  # users and cgroups go, even after a failure
+        duration = trio.current_time() - start
+        events = self.events
+        events.emit(
+            RunEnd(
+                status=status,
+                reason=reason,
+                duration=round(duration, 6),
+                tokens=self.tally.total_tokens,
+                cost_usd=self.tally.total_cost,
+            )
+        )
+        events.close()
+        self._meta.update(
+            end=datetime.now(UTC).isoformat(),
+            status=status,
+            reason=reason,
+            duration=round(duration, 3),
+            tokens=self.tally.total_tokens,
+            cost_usd=self.tally.total_cost,
+        )
+        self.workspace.write_meta(self._meta)
+        return duration
 
     def _resume_event(self, plan: ResumePlan) -> RunResume:
         going_on = [a for a in plan.agents.values() if not a.ended]

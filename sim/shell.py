@@ -20,10 +20,7 @@ import os
 import re
 import secrets
 import select
-import shlex
-import shutil
 import signal
-import tempfile
 import termios
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,14 +38,12 @@ from sim._pty import kill_session as _kill_session
 from sim._pty import spawn_on_pty as _spawn_on_pty
 from sim._pty import stderr_lost as _stderr_lost
 from sim._pty import wanted_modes as _wanted_modes
+from sim.command_file import CommandFile
 from sim.errors import ShellError
 
-# $PWD may hold RS (a directory named with one ended no command: every one timed out); a US
-# in it cuts the marker short, so the cwd is wrong until bash leaves that directory. Sanitising
-# $PWD in PS1 instead (${PWD//[\036\037]/?}) cost bash ~2.4 us a prompt, ~5% of a round trip.
+# $PWD may hold RS; a US in it cuts the cwd short. (${PWD//[\036\037]/?} in PS1 would cover
+# both, but cost bash ~2.4 us a prompt, ~5% of a round trip.)
 _MARK = re.compile(rb"\x1e__SIM_([0-9a-f]{12})(\d+):(\d+):([^\x1f]*)\x1f")
-_NEEDS_FILE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # newline, \r and the tty's control chars
-_MAX_LINE = 1000  # longer lines go through a file: the pty cuts lines over 4095 bytes (notes)
 _MAX_MARK = 16384  # an unterminated RS older than this is output, not a marker in transit
 _START_DEADLINE = 10.0
 _ESCALATION = ((signal.SIGINT, 0.2), (signal.SIGTERM, 0.2), (signal.SIGKILL, 1.0))
@@ -159,10 +154,9 @@ class Shell:
         self._seen = 0  # the highest prompt count seen: markers up to it are stale
         self._pending = bytearray()  # bytes read after the last marker: late output
         self._busy = False
-        self._tmpdir: str | None = None
-        # When bash runs as another user (preexec_fn switches), the directory of the files long
+        # When bash runs as another user (preexec_fn switches), the directory of the file long
         # commands go through is given to this group, read-only: bash reads, cannot swap.
-        self._command_file_gid = command_file_gid
+        self._command_file = CommandFile(command_file_gid)
 
     @property
     def pid(self) -> int | None:
@@ -200,9 +194,7 @@ class Shell:
         if self._timer is not None:
             os.close(self._timer.fd)
             self._timer = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
+        self._command_file.remove()
 
     async def run(self, command: str, timeout: float) -> CommandResult:
         """Run one command for at most `timeout` seconds.
@@ -225,20 +217,17 @@ class Shell:
         try:
             # Stale bytes only if the pty is readable: epoll.poll(0) is 5x cheaper than a read
             # that fails with EAGAIN, and this is the hot path.
-            late, died = "", ""
-            if self._pending or self._ep.poll(0):
+            late = died = ""
+            if self._pending or self._ep.poll(0):  # (a dead bash's pidfd is readable too)
                 late = self._drain()
-                if _exited(self._pidfd):  # since its last prompt (`exec 0</dev/null`, a kill)
-                    died = f"[{(await self._reap())[1]} after the last command; "
-                    await self.restart()
-                    died += f"restarted in {self.cwd}]\n"
+                died = await self._revive()
             fd = self._fd
             # Programs leave stty changes behind (notes): one ioctl to check, one more to fix.
             if termios.tcgetattr(fd) != self._modes:
                 termios.tcsetattr(fd, termios.TCSANOW, self._modes)
             start = trio.current_time()
             cap = _Capture(self.max_output_bytes)
-            await self._write(self._line(command))
+            await self._write(self._command_file.line(command))
             code: int | None
             try:
                 ev = await self._wait_end(cap, start + timeout, ps2=True)
@@ -313,55 +302,21 @@ class Shell:
             code = ev[1]
         return ev, code, timed_out, restarted, note
 
+    async def _revive(self) -> str:
+        """Restart a bash that ended since its last prompt (`exec 0</dev/null`, a kill from
+        elsewhere); say so for the next command's output, or "" if it is alive."""
+        if not _exited(self._pidfd):
+            return ""
+        _, how = await self._reap()
+        await self.restart()
+        return f"[{how} after the last command; restarted in {self.cwd}]\n"
+
     async def _reap(self) -> tuple[int | None, str]:
         """Close the tree of a bash that exited: its exit status, and "shell exited (...)"."""
         proc = self._proc
         await self._kill_tree()  # reaps bash: its exit status is known after this
         code, sig = (proc.exitstatus, proc.signalstatus) if proc else (None, None)
         return code, f"shell exited ({f'status {code}' if sig is None else f'signal {sig}'})"
-
-    def _line(self, command: str) -> bytes:
-        try:
-            data = command.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:  # a lone surrogate that no file name could hold
-            data = command.encode("utf-8", "replace")
-        if len(data) <= _MAX_LINE and not _NEEDS_FILE.search(command):
-            return data + b"\n"  # one line: canonical mode, bash reads it like typed input
-        # `. file` keeps cwd, variables and `exit` in this shell; bash reads the whole file
-        # before running it, so rewriting it for the next command is safe.
-        try:
-            path = self._command_file(data)
-        except FileNotFoundError:  # the agent removed the directory: make another
-            self._tmpdir = None
-            path = self._command_file(data)
-        return b"builtin . " + shlex.quote(path).encode() + b"\n"
-
-    def _command_file(self, data: bytes) -> str:
-        """Write `data` to a new file in this shell's directory for them; return its path.
-        bash can read the path ($BASH_SOURCE): under `isolation: none` the agent could put a
-        symlink there, which an open for writing would follow, so the old file is unlinked and
-        the new one made with O_EXCL | O_NOFOLLOW. Under `isolation: users` the directory is
-        the harness's, and bash's user may only read it."""
-        if self._tmpdir is None:
-            self._tmpdir = tempfile.mkdtemp(prefix="sim-shell-")  # mode 0700
-            if self._command_file_gid is not None:
-                os.chown(self._tmpdir, -1, self._command_file_gid)
-                os.chmod(self._tmpdir, 0o750)
-        path = os.path.join(self._tmpdir, "cmd")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o600)
-        try:
-            if self._command_file_gid is not None:
-                os.fchown(fd, -1, self._command_file_gid)
-                os.fchmod(fd, 0o640)  # whatever the harness's umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
-        return path
 
     async def _write(self, data: bytes) -> None:
         """Write all of `data` to the pty (no checkpoint when it fits, the usual case)."""

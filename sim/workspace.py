@@ -110,6 +110,16 @@ def relative_under(path: str, top: str) -> str | None:
     return None
 
 
+def load_meta(run_dir: Path) -> dict[str, Any]:
+    """A run's meta.json, or {} when it is missing, unreadable or not a JSON object: a run
+    killed before writing it, or a damaged one, is still listed, shown and replayed."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 class Workspace:
     """Paths of one run directory, and path confinement for agents."""
 
@@ -149,6 +159,7 @@ class Workspace:
         os.replace(tmp, self.meta_path)
 
     def read_meta(self) -> dict[str, Any]:
+        """meta.json, or RunError saying why it cannot be had (see also `load_meta`)."""
         try:
             meta: dict[str, Any] = json.loads(self.meta_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:

@@ -192,7 +192,7 @@ def test_a_directory_listing_shows_symlinks_but_never_follows_them(tmp_path: Pat
     (own / "to_b").symlink_to(ws.agent_dir("b"))
     (own / "notes" / "to_etc").symlink_to("/etc")
     (own / ".hidden").mkdir()
-    out = EditorTool()._list_dir(ctx, ws.confine("a", "."))
+    out = EditorTool()._view(ctx, ws.confine("a", "."), None)
     base = str(ws.confine("a", "."))
     assert out.splitlines()[1:] == [
         f"{base}/notes/",
@@ -202,6 +202,10 @@ def test_a_directory_listing_shows_symlinks_but_never_follows_them(tmp_path: Pat
         f"{base}/to_b",
     ]
     assert "b_secret" not in out and "passwd" not in out
+    with pytest.raises(ToolError, match="view_range applies to files, not directories"):
+        EditorTool()._view(ctx, ws.confine("a", "notes"), [1, 2])
+    with pytest.raises(ToolError, match="is a directory; view it, or give a file path"):
+        EditorTool()._read(ctx, ws.confine("a", "notes"))
 
 
 def test_a_fifo_is_refused_without_hanging_the_harness(tmp_path: Path) -> None:

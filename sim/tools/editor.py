@@ -32,10 +32,6 @@ from sim.workspace import LOCKS_DIRNAME
 NAME = "str_replace_based_edit_tool"
 
 
-class _Directory(ToolError):
-    """The path is a directory where a file was expected."""
-
-
 _MAX_FILE_BYTES = 4 * 1024 * 1024
 _SNIPPET_LINES = 4  # lines of context shown around an edit
 
@@ -49,6 +45,26 @@ def _entries(dir_fd: int) -> list[tuple[str, bool]]:
         return sorted(
             (e.name, e.is_dir(follow_symlinks=False)) for e in it if not e.name.startswith(".")
         )
+
+
+def _list_dir(fd: int, path: Path) -> str:
+    """Like `find PATH -maxdepth 2` of the directory open on `fd`: a symlink is listed, never
+    followed, and subdirectories are opened from `fd` with O_NOFOLLOW, not by path: a link
+    planted in the directory could lead anywhere, also where the agent's own user may not
+    look (the harness may be root)."""
+    out = [f"Files and directories up to 2 levels deep in {path}, hidden items excluded:"]
+    for name, is_dir in _entries(fd):
+        out.append(f"{path}/{name}/" if is_dir else f"{path}/{name}")
+        if not is_dir:
+            continue
+        with contextlib.suppress(OSError):  # unreadable, or swapped since the scan
+            sub = os.open(name, _SUBDIR, dir_fd=fd)
+            try:
+                for inner, inner_dir in _entries(sub):
+                    out.append(f"{path}/{name}/{inner}" + ("/" if inner_dir else ""))
+            finally:
+                os.close(sub)
+    return "\n".join(out)
 
 
 def _numbered(lines: list[str], first: int) -> str:
@@ -98,10 +114,11 @@ class EditorTool:
             raise PathError(f"{raw!r} is inside shared/{LOCKS_DIRNAME}, the harness's lock files")
         return path
 
-    def _read(self, ctx: ToolContext, path: Path) -> str:
-        # Opened through open_confined, not by path: an agent's process could swap a directory
-        # on the way for a symlink between confine's check and the open (the harness may be
-        # root, under `isolation: users`).
+    def _open(self, ctx: ToolContext, path: Path) -> tuple[int, os.stat_result]:
+        """A descriptor on `path` (file or directory) and its stat. Opened through
+        open_confined, not by path: an agent's process could swap a directory on the way for a
+        symlink between confine's check and the open (the harness may be root, under
+        `isolation: users`)."""
         try:
             # O_NONBLOCK: a FIFO put where a file was must not hang the harness on open.
             fd = ctx.workspace.open_confined(
@@ -111,11 +128,17 @@ class EditorTool:
             raise ToolError(f"{path} does not exist; create it with the create command") from None
         except OSError as exc:
             raise ToolError(f"cannot read {path}: {exc.strerror}") from None
-        st = os.fstat(fd)
+        return fd, os.fstat(fd)
+
+    def _read(self, ctx: ToolContext, path: Path) -> str:
+        return self._read_open(*self._open(ctx, path), path)
+
+    def _read_open(self, fd: int, st: os.stat_result, path: Path) -> str:
+        """The text of the file open on `fd`, which this closes."""
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             if stat.S_ISDIR(st.st_mode):
-                raise _Directory(f"{path} is a directory; view it, or give a file path")
+                raise ToolError(f"{path} is a directory; view it, or give a file path")
             raise ToolError(f"{path} is not a regular file (a FIFO, a device?); use bash")
         with os.fdopen(fd, "rb") as f:
             if st.st_size > _MAX_FILE_BYTES:
@@ -206,12 +229,15 @@ class EditorTool:
     # -- commands -------------------------------------------------------------------------
 
     def _view(self, ctx: ToolContext, path: Path, view_range: Any) -> str:
-        try:
-            lines = _lines(self._read(ctx, path))
-        except _Directory:
-            if view_range is not None:
-                raise ToolError("view_range applies to files, not directories") from None
-            return self._list_dir(ctx, path)
+        fd, st = self._open(ctx, path)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                if view_range is not None:
+                    raise ToolError("view_range applies to files, not directories")
+                return _list_dir(fd, path)
+            finally:
+                os.close(fd)
+        lines = _lines(self._read_open(fd, st, path))
         if view_range is None:
             return f"Here's the content of {path} with line numbers:\n" + _numbered(lines, 1)
         if (
@@ -231,30 +257,6 @@ class EditorTool:
                 f"(the file has {len(lines)} lines)"
             )
         return _numbered(lines[start - 1 : end], start)
-
-    def _list_dir(self, ctx: ToolContext, path: Path) -> str:
-        # Like `find PATH -maxdepth 2`: a symlink is listed, never followed, and the listing
-        # reads descriptors (open_confined, then O_NOFOLLOW), not paths: a link planted in the
-        # directory could lead anywhere, also where the agent's own user may not look.
-        fd = ctx.workspace.open_confined(
-            ctx.agent, str(path), os.O_RDONLY | os.O_DIRECTORY, checked=True
-        )
-        out = [f"Files and directories up to 2 levels deep in {path}, hidden items excluded:"]
-        try:
-            for name, is_dir in _entries(fd):
-                out.append(f"{path}/{name}/" if is_dir else f"{path}/{name}")
-                if not is_dir:
-                    continue
-                with contextlib.suppress(OSError):  # unreadable, or swapped since the scan
-                    sub = os.open(name, _SUBDIR, dir_fd=fd)
-                    try:
-                        for inner, inner_dir in _entries(sub):
-                            out.append(f"{path}/{name}/{inner}" + ("/" if inner_dir else ""))
-                    finally:
-                        os.close(sub)
-        finally:
-            os.close(fd)
-        return "\n".join(out)
 
     async def _str_replace(self, ctx: ToolContext, path: Path, args: dict[str, Any]) -> str:
         old = require_str(args, "old_str", f"{NAME} str_replace")
