@@ -73,6 +73,7 @@ class ReadMarks:
         self._shared = shared
         self._locks_dir = locks_dir
         self._pending: list[tuple[str, tuple[int, int, int]]] = []
+        self.kept = False  # the last flush kept a mark for a held lock: clear it next time
 
     def clear_later(self, rel: str, st: os.stat_result) -> None:
         if st.st_atime_ns != 0:
@@ -83,6 +84,7 @@ class ReadMarks:
         belongs to that write) and, while other commands run, files whose lock is held.
         Returns (files whose atime cannot be set: their marks are unreliable, files written
         while their mark was being cleared: their next write may have read them first)."""
+        self.kept = False
         if not self._pending:
             return [], []
         pending, self._pending = self._pending, []
@@ -94,6 +96,7 @@ class ReadMarks:
                 if lock is not None:  # a file never locked has no lock file: skip /proc/locks
                     held = flocked() if held is None else held
                     if lock in held:
+                        self.kept = True
                         continue
             path = self._shared / rel
             if _stat_key(path) != key:

@@ -2,7 +2,9 @@
 
 After every bash command (and around every editor write) the detector compares shared/ with its
 last snapshot: one `lstat` per file, (inode, size, mtime_ns) per file, and a content hash only
-for files whose stat changed. `shared/.locks` is skipped. Each change is a new *version* of the
+for files whose stat changed. `shared/.locks` is skipped. The scan after a command is skipped
+when inotify heard nothing in shared/ touched since the last one (sim/fswatch.py): it would
+have found nothing. Each change is a new *version* of the
 file and is logged as `file_write`. A rewrite with the same bytes is no change, except a blind
 one (below): two agents that both read 5 and both write 6 lose an update with no new bytes.
 
@@ -33,7 +35,8 @@ Limits, said plainly: a command that writes a file without reading it, after ano
 changed the file since this agent's last command, counts as a clobber even if it built the
 content some other way; "seen" means "current when your command ended", whether or not you
 looked; a rename over the file (new inode) cannot show a read and counts as blind; a
-background job's writes are blamed on whoever's command is running when they are found.
+background job's writes are blamed on whoever's command is running when they are found; a
+write through a shared mmap is found only by the next scan something else causes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from pathlib import Path
 
 from sim.atime import ReadMarks
 from sim.events import Clobber, EventLog, FileWrite
+from sim.fswatch import ChangeWatch
 from sim.workspace import LOCKS_DIRNAME, real_path, relative_under
 
 _HASH_LIMIT = 64 << 20  # bigger files are compared by stat only
@@ -96,13 +100,19 @@ class ClobberDetector:
         self._seen_file: dict[tuple[str, str], _Version] = {}  # editor views and writes
         self._running: dict[str, str] = {}  # agent -> its command in flight
         self._marks = ReadMarks(shared, shared / LOCKS_DIRNAME)
+        self._watch = ChangeWatch()  # made before the first walk, so it misses nothing after
         self.writes = 0
         self.clobbers = 0
         for rel, st in self._walk():  # the starting state: versions by nobody
+            self._watch.watch_file(self.shared / rel)
             self._files[rel] = f = _File(_key(st))
             self._add(f, None, None, st.st_size, self._digest(rel, st.st_size))
             self._reset_atime(rel, f, st)
         self._flush_marks()
+
+    def close(self) -> None:
+        """Stop watching shared/ (later scans still work: they just always run)."""
+        self._watch.close()
 
     # -- the seams ------------------------------------------------------------------------------
 
@@ -170,8 +180,10 @@ class ClobberDetector:
     def _walk(
         self, directory: Path | None = None, prefix: str = ""
     ) -> Iterator[tuple[str, os.stat_result]]:
+        directory = directory or self.shared
+        self._watch.watch_dir(directory)  # before the listing: a change after it is heard
         try:
-            entries = list(os.scandir(directory or self.shared))
+            entries = list(os.scandir(directory))
         except FileNotFoundError:
             return
         for entry in entries:
@@ -187,6 +199,8 @@ class ClobberDetector:
                 yield f"{prefix}{entry.name}", st
 
     def _scan(self, trigger: str, via: str) -> None:
+        if not self._watch.touched() and not self._marks.kept:
+            return  # nothing in shared/ was touched since the last scan: it would find nothing
         found = dict(self._walk())
         for rel, st in found.items():
             f = self._files.get(rel)
@@ -238,6 +252,8 @@ class ClobberDetector:
         size = -1 if st is None else st.st_size
         digest, prefix = (None, None) if st is None else self._digest_with_prefix(rel, st, previous)
         same_inode = st is not None and f.key is not None and f.key[0] == st.st_ino
+        if st is not None and not same_inode:  # a new file: its watch (a file's watch stays)
+            self._watch.watch_file(self.shared / rel)
         if st is not None:
             if read_first is None:  # a command: did it read the file (atime set since reset)?
                 read_first = (

@@ -225,7 +225,8 @@ class Run:
         ws.write_meta(self._meta)
         events = EventLog(
             ws.events_path,
-            trio.current_time,
+            # the run's clock itself (trio.current_time, but without its lookups, per event)
+            trio.lowlevel.current_clock().current_time,
             start_seq=plan.next_seq if plan else 0,
             start_t=plan.elapsed if plan else 0.0,
         )
@@ -332,38 +333,44 @@ class Run:
         clobbers = (
             ClobberDetector(ws.shared, events, locks.holder) if scenario.detect_clobbers else None
         )
-        scheduler = Scheduler(
-            events,
-            mode=scenario.scheduler,
-            seed=scenario.seed,
-            agent_names=self.names,
-            wall_time=scenario.limits.wall_time - (plan.elapsed if plan else 0.0),
-            done_when=scenario.done_when,
-            done_when_timeout=scenario.limits.command_timeout,
-            shared_dir=ws.shared,
-            env=harness_env,
-            max_rounds=scenario.limits.max_rounds,
-            round_orders=self._round_orders,
-        )
-        self.scheduler = scheduler
-        agents = [self._agent(cfg, models[cfg.name], locks, events, scheduler) for cfg in configs]
-        for agent in agents:
-            agent.ctx.mailbox, agent.ctx.clobbers = mailbox, clobbers
-            agent.ctx.park = functools.partial(scheduler.park, agent.name)
-        _freeze_startup_objects()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(locks.watch_leases)
-            stopped = await scheduler.run(agents)
-            nursery.cancel_scope.cancel()
-        if scheduler.fatal is not None:
-            raise scheduler.fatal
-        if stopped == "interrupted":
-            return "interrupted", self._interrupted or "Ctrl-C"
-        ended = self.tally.agents.values()
-        if all(t.end_reason == "error" for t in ended):
-            first = next(iter(ended)).message
-            return "error", f"every agent ended in error; the first: {first}"
-        return "completed", stopped or "all_ended"
+        try:
+            scheduler = Scheduler(
+                events,
+                mode=scenario.scheduler,
+                seed=scenario.seed,
+                agent_names=self.names,
+                wall_time=scenario.limits.wall_time - (plan.elapsed if plan else 0.0),
+                done_when=scenario.done_when,
+                done_when_timeout=scenario.limits.command_timeout,
+                shared_dir=ws.shared,
+                env=harness_env,
+                max_rounds=scenario.limits.max_rounds,
+                round_orders=self._round_orders,
+            )
+            self.scheduler = scheduler
+            agents = [
+                self._agent(cfg, models[cfg.name], locks, events, scheduler) for cfg in configs
+            ]
+            for agent in agents:
+                agent.ctx.mailbox, agent.ctx.clobbers = mailbox, clobbers
+                agent.ctx.park = functools.partial(scheduler.park, agent.name)
+            _freeze_startup_objects()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(locks.watch_leases)
+                stopped = await scheduler.run(agents)
+                nursery.cancel_scope.cancel()
+            if scheduler.fatal is not None:
+                raise scheduler.fatal
+            if stopped == "interrupted":
+                return "interrupted", self._interrupted or "Ctrl-C"
+            ended = self.tally.agents.values()
+            if all(t.end_reason == "error" for t in ended):
+                first = next(iter(ended)).message
+                return "error", f"every agent ended in error; the first: {first}"
+            return "completed", stopped or "all_ended"
+        finally:
+            if clobbers is not None:
+                clobbers.close()
 
     async def _setup(self, events: EventLog, command: str, env: dict[str, str]) -> None:
         """One `workspace.setup` command, in its own session, for at most command_timeout

@@ -5,6 +5,8 @@ Commands are simulated in-process (Python reads and writes the files between
 
 from __future__ import annotations
 
+import fcntl
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from sim.clobbers import ClobberDetector
 from sim.events import EventLog, read_events
+from sim.locks import lock_file_name
 
 
 class Shared:
@@ -167,6 +170,43 @@ def test_a_change_by_a_running_command_is_not_blamed_on_the_editor(tmp_path: Pat
     ]
 
 
+def test_a_write_through_a_hard_link_outside_shared_is_found(tmp_path: Path) -> None:
+    # A directory hears only of changes through its own path: the file's own watch hears this.
+    s = Shared(tmp_path, {"c.txt": "0"})
+    os.link(s.dir / "c.txt", tmp_path / "mine.txt")
+    s.command("bob", lambda: (tmp_path / "mine.txt").write_text("1"), "echo 1 > ../mine.txt")
+    assert [(e["agent"], e["path"]) for e in s.events("file_write")] == [("bob", "c.txt")]
+
+
+def test_a_changed_subdirectory_and_a_file_made_in_a_new_one_are_found(tmp_path: Path) -> None:
+    s = Shared(tmp_path, {})
+    (s.dir / "old").mkdir()
+    s.command("a", lambda: (s.dir / "old" / "x").write_text("x"))
+    s.command("a", lambda: (s.dir / "new" / "deeper").mkdir(parents=True))
+    s.command("b", lambda: (s.dir / "new" / "deeper" / "y").write_text("y"))
+    writes = [(e["agent"], e["path"]) for e in s.events("file_write")]
+    assert writes == [("a", "old/x"), ("b", "new/deeper/y")]
+
+
+def test_a_read_mark_kept_for_a_held_lock_is_cleared_once_the_lock_is_free(
+    tmp_path: Path,
+) -> None:
+    # a reads x under its lock while b runs: the mark is kept (a may write next). b's command
+    # then touches nothing in shared/, yet its scan must clear the mark now that the lock is
+    # free; otherwise c's blind write later would pass for one that read x first.
+    s = Shared(tmp_path, {"x.txt": "0"})
+    s.read("c", "x.txt")  # c saw version 0
+    s.write("b", "x.txt", "1")
+    with (s.dir / ".locks" / lock_file_name("x.txt")).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        s.detector.before_command("b", "sleep 1")
+        s.read("a", "x.txt")
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    s.detector.after_command("b")
+    s.write("c", "x.txt", "1")  # blind, on version 0: b's version is lost
+    assert [(e["agent"], e["overwrote"]) for e in s.events("clobber")] == [("c", "b")]
+
+
 def _counter_race(schedule: list[int], agents: int, one_command: bool) -> tuple[int, int, int]:
     """Agents increment a counter in the order `schedule` gives, each step one command: a read
     then a write (split), or both in one command. Returns (writes, final value, clobbers)."""
@@ -187,6 +227,7 @@ def _counter_race(schedule: list[int], agents: int, one_command: bool) -> tuple[
                 s.write(name, "c", str(read_value.pop(agent) + 1))
                 writes += 1
         final = int(path.read_text())
+        s.detector.close()
         s.log.close()
         return writes, final, s.detector.clobbers
 
