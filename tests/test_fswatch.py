@@ -3,7 +3,9 @@ when a watch cannot be had."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -58,3 +60,26 @@ def test_a_watch_that_cannot_be_added_makes_every_look_a_touch(tmp_path: Path) -
     watch.watch_dir(tmp_path / ("x" * 5000))  # ENAMETOOLONG, as ENOSPC would be
     assert not watch.watching
     assert watch.touched() and watch.touched()
+
+
+def _inotify_fds() -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
+    return count
+
+
+def test_close_gives_the_descriptor_back(tmp_path: Path) -> None:
+    # The close runs in a thread nobody waits for (it can wait on the kernel): it still runs.
+    before = _inotify_fds()
+    watches = [ChangeWatch() for _ in range(5)]
+    for watch in watches:
+        watch.watch_dir(tmp_path)
+    assert _inotify_fds() == before + 5
+    for watch in watches:
+        watch.close()
+    deadline = time.monotonic() + 10
+    while _inotify_fds() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _inotify_fds() == before
