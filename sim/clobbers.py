@@ -4,9 +4,9 @@ After every bash command (and around every editor write) the detector compares s
 last snapshot: one `lstat` per file, (inode, size, mtime_ns) per file, and a content hash only
 for files whose stat changed. `shared/.locks` is skipped. The scan after a command is skipped
 when inotify heard nothing in shared/ touched since the last one (sim/fswatch.py): it would
-have found nothing. Each change is a new *version* of the
-file and is logged as `file_write`. A rewrite with the same bytes is no change, except a blind
-one (below): two agents that both read 5 and both write 6 lose an update with no new bytes.
+have found nothing. Each change is a new *version* of the file and is logged as `file_write`.
+A rewrite with the same bytes is no change, except a blind one (below): two agents that both
+read 5 and both write 6 lose an update with no new bytes.
 
 Who wrote it: the agent whose command just ended, if no other agent had a command running
 meanwhile (then it is certain). When commands overlap, a scan cannot tell them apart. The
@@ -252,7 +252,7 @@ class ClobberDetector:
         size = -1 if st is None else st.st_size
         digest, prefix = (None, None) if st is None else self._digest_with_prefix(rel, st, previous)
         same_inode = st is not None and f.key is not None and f.key[0] == st.st_ino
-        if st is not None and not same_inode:  # a new file: its watch (a file's watch stays)
+        if st is not None and not same_inode:  # a new inode: watch it (writes keep the watch)
             self._watch.watch_file(self.shared / rel)
         if st is not None:
             if read_first is None:  # a command: did it read the file (atime set since reset)?
