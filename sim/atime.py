@@ -73,7 +73,9 @@ class ReadMarks:
         self._shared = shared
         self._locks_dir = locks_dir
         self._pending: list[tuple[str, tuple[int, int, int]]] = []
-        self.kept = False  # the last flush kept a mark for a held lock: clear it next time
+        # A flush kept a mark for a held lock: the next full scan must try again. Set here,
+        # cleared by the detector when a full scan starts (it queues every mark anew).
+        self.kept = False
 
     def clear_later(self, rel: str, st: os.stat_result) -> None:
         if st.st_atime_ns != 0:
@@ -84,7 +86,6 @@ class ReadMarks:
         belongs to that write) and, while other commands run, files whose lock is held.
         Returns (files whose atime cannot be set: their marks are unreliable, files written
         while their mark was being cleared: their next write may have read them first)."""
-        self.kept = False
         if not self._pending:
             return [], []
         pending, self._pending = self._pending, []

@@ -201,6 +201,7 @@ class ClobberDetector:
     def _scan(self, trigger: str, via: str) -> None:
         if not self._watch.touched() and not self._marks.kept:
             return  # nothing in shared/ was touched since the last scan: it would find nothing
+        self._marks.kept = False  # this scan queues every mark still set, the kept ones too
         found = dict(self._walk())
         for rel, st in found.items():
             f = self._files.get(rel)
@@ -252,7 +253,7 @@ class ClobberDetector:
         size = -1 if st is None else st.st_size
         digest, prefix = (None, None) if st is None else self._digest_with_prefix(rel, st, previous)
         same_inode = st is not None and f.key is not None and f.key[0] == st.st_ino
-        if st is not None and not same_inode:  # a new inode: watch it (writes keep the watch)
+        if st is not None:  # (again: a file removed and made anew may get the same inode)
             self._watch.watch_file(self.shared / rel)
         if st is not None:
             if read_first is None:  # a command: did it read the file (atime set since reset)?

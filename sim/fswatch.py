@@ -7,15 +7,20 @@ and skips the scan when nothing was touched; the scan itself is unchanged.
 
 What counts as touched: anything that could change what a scan finds. Every directory is
 watched for entries made, removed, renamed or changed; every file for writes, attribute
-changes (the harness's own atime resets too) and reads (a read sets the atime that read marks
-look at). Files are watched themselves, not only through their directory, because a directory
-hears only of changes made through its own path: a write through a hard link elsewhere would
-be missed. A directory's own listing is not watched: the scan lists them all, and would wake
-itself every time.
+changes (the harness's own atime resets too), opens and reads (a read sets the atime that
+read marks look at; a read of 0 bytes and an mmap send no IN_ACCESS, but their open is heard).
+Files are watched themselves, not only through their directory, because a directory hears
+only of changes made through its own path: a write through a hard link elsewhere would be
+missed. A file's watch dies with its inode, and a file made anew often gets the same inode
+number, so the detector watches a file again at every change it finds. A directory's own
+listing is not watched: the scan lists them all, and would wake itself every time.
 
 Not seen, so left to the next scan that something else causes: writes through a shared mmap
-(inotify reports none). If inotify cannot be had, or a watch cannot be added (the kernel's
-`fs.inotify.max_user_watches`), `touched()` says True from then on: every scan runs, as before.
+(inotify reports none); a read that sends no event (0 bytes, or an mmap) through a descriptor
+opened before the last scan; a read of a file removed and made anew with the same inode
+number, size and mtime (so no change to find), until it changes. If inotify cannot be had,
+or a watch cannot be added (the kernel's `fs.inotify.max_user_watches`), `touched()` says
+True from then on: every scan runs, as before.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 # inotify_simple (which would do) finds libc with ctypes.util.find_library, which runs
 # `ldconfig -p` in a subprocess at a process's first watch: 2 ms of every replay's ~100.
 _libc = ctypes.CDLL(None, use_errno=True)
-_IN_ACCESS, _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x1, 0x2, 0x4, 0x8
+_IN_ACCESS, _IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE, _IN_OPEN = 0x1, 0x2, 0x4, 0x8, 0x20
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
 _IN_DELETE_SELF, _IN_MOVE_SELF = 0x400, 0x800
 _IN_ONLYDIR, _IN_DONT_FOLLOW = 0x1000000, 0x2000000
@@ -46,7 +51,8 @@ _CHANGES = (
     | _IN_MOVE_SELF
 )
 _DIR_MASK = _CHANGES | _IN_ONLYDIR | _IN_DONT_FOLLOW
-_FILE_MASK = _CHANGES | _IN_ACCESS | _IN_DONT_FOLLOW
+# IN_OPEN too: a read of 0 bytes and an mmap set the atime but send no IN_ACCESS.
+_FILE_MASK = _CHANGES | _IN_ACCESS | _IN_OPEN | _IN_DONT_FOLLOW
 
 
 class ChangeWatch:

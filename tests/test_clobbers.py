@@ -6,12 +6,14 @@ Commands are simulated in-process (Python reads and writes the files between
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -194,17 +196,51 @@ def test_a_read_mark_kept_for_a_held_lock_is_cleared_once_the_lock_is_free(
     # a reads x under its lock while b runs: the mark is kept (a may write next). b's command
     # then touches nothing in shared/, yet its scan must clear the mark now that the lock is
     # free; otherwise c's blind write later would pass for one that read x first.
-    s = Shared(tmp_path, {"x.txt": "0"})
+    s = Shared(tmp_path, {"x.txt": "0", "y.txt": "y"})
     s.read("c", "x.txt")  # c saw version 0
     s.write("b", "x.txt", "1")
     with (s.dir / ".locks" / lock_file_name("x.txt")).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         s.detector.before_command("b", "sleep 1")
         s.read("a", "x.txt")
+        s.detector.saw("ed", "y.txt")  # an editor view in between checks one file only
         fcntl.flock(lock, fcntl.LOCK_UN)
     s.detector.after_command("b")
     s.write("c", "x.txt", "1")  # blind, on version 0: b's version is lost
     assert [(e["agent"], e["overwrote"]) for e in s.events("clobber")] == [("c", "b")]
+
+
+def _remake(path: Path) -> None:
+    path.unlink()  # ext4 gives the new file the freed inode number: the watch died with it
+    path.write_text("1")
+
+
+def _mmap_read(path: Path) -> None:
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        m[:]
+
+
+@pytest.mark.parametrize(
+    ("name", "write", "read"),
+    [
+        ("a file made anew, then read", _remake, lambda p: p.read_text()),
+        ("an empty file read (0 bytes)", lambda p: p.write_text(""), lambda p: p.read_text()),
+        ("a file read through mmap", lambda p: p.write_text("1"), _mmap_read),
+    ],
+)
+def test_every_read_that_sets_the_atime_is_seen(
+    tmp_path: Path, name: str, write: Callable[[Path], None], read: Callable[[Path], None]
+) -> None:
+    # a's read sets the file's atime; its scan must clear it, or b's blind write after it
+    # would pass for one that read the file first, and c's version would be lost unseen.
+    s = Shared(tmp_path, {"c.txt": "0"})
+    path = s.dir / "c.txt"
+    s.command("b", lambda: None, "true")  # b saw version 0
+    s.command("c", lambda: write(path), name)
+    s.command("x", lambda: None, "true")
+    s.command("a", lambda: read(path), name)
+    s.write("b", "c.txt", "")  # (empty: a write over an empty file would be an append)
+    assert [(e["agent"], e["overwrote"]) for e in s.events("clobber")] == [("b", "c")]
 
 
 def _counter_race(schedule: list[int], agents: int, one_command: bool) -> tuple[int, int, int]:
