@@ -73,31 +73,29 @@ class ReadMarks:
         self._shared = shared
         self._locks_dir = locks_dir
         self._pending: list[tuple[str, tuple[int, int, int]]] = []
-        # A flush kept a mark for a held lock: the next full scan must try again. Set here,
-        # cleared by the detector when a full scan starts (it queues every mark anew).
-        self.kept = False
 
     def clear_later(self, rel: str, st: os.stat_result) -> None:
         if st.st_atime_ns != 0:
             self._pending.append((rel, _key(st)))
 
-    def flush(self, others_running: bool) -> tuple[list[str], list[str]]:
+    def flush(self, others_running: bool) -> tuple[list[str], list[str], list[str]]:
         """Clear the queued marks, except on files written since the scan saw them (their mark
         belongs to that write) and, while other commands run, files whose lock is held.
         Returns (files whose atime cannot be set: their marks are unreliable, files written
-        while their mark was being cleared: their next write may have read them first)."""
+        while their mark was being cleared: their next write may have read them first, files
+        whose mark was kept for a held lock: a later scan must try again)."""
         if not self._pending:
-            return [], []
+            return [], [], []
         pending, self._pending = self._pending, []
         held: set[tuple[int, int, int]] | None = None
-        failed, unsure = [], []
+        failed, unsure, kept = [], [], []
         for rel, key in pending:
             if others_running:  # with nothing else running, no flock can be held mid-command
                 lock = self._lock_file(rel)
                 if lock is not None:  # a file never locked has no lock file: skip /proc/locks
                     held = flocked() if held is None else held
                     if lock in held:
-                        self.kept = True
+                        kept.append(rel)
                         continue
             path = self._shared / rel
             if _stat_key(path) != key:
@@ -106,7 +104,7 @@ class ReadMarks:
                 failed.append(rel)
             elif _stat_key(path) != key:
                 unsure.append(rel)
-        return failed, unsure
+        return failed, unsure, kept
 
     def _lock_file(self, rel: str) -> tuple[int, int, int] | None:
         """(major, minor, inode) of the file's lock file, `shared/.locks/<name>.lock`."""

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sim.budget import usage_tokens
+from sim.errors import LogError
 from sim.events import read_events
 from sim.workspace import load_meta
 
@@ -56,7 +57,7 @@ def _row(run_dir: Path) -> RunRow:
     if duration is None:
         try:
             duration, tokens = _from_log(run_dir)
-        except ValueError:  # a corrupt log (LogError)
+        except LogError:
             duration, tokens = None, None
         if status == "running" and not writer_alive(meta):
             status = "killed"  # its process is gone without writing how it ended
@@ -64,7 +65,7 @@ def _row(run_dir: Path) -> RunRow:
         start = datetime.fromisoformat(str(meta["start"])).strftime("%Y-%m-%d %H:%M:%S")
     except (KeyError, ValueError):
         start = "?"
-    agents = meta.get("agents")
+    agents, cost = meta.get("agents"), meta.get("cost_usd")
     return RunRow(
         run_id=run_dir.name,
         scenario=str(meta.get("scenario", "?")),
@@ -73,5 +74,5 @@ def _row(run_dir: Path) -> RunRow:
         duration=duration if isinstance(duration, int | float) else None,
         agents=len(agents) if isinstance(agents, list) else 0,
         tokens=tokens if isinstance(tokens, int) else None,
-        cost_usd=meta.get("cost_usd") if isinstance(meta.get("cost_usd"), int | float) else None,
+        cost_usd=cost if isinstance(cost, int | float) else None,
     )

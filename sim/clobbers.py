@@ -100,6 +100,7 @@ class ClobberDetector:
         self._seen_file: dict[tuple[str, str], _Version] = {}  # editor views and writes
         self._running: dict[str, str] = {}  # agent -> its command in flight
         self._marks = ReadMarks(shared, shared / LOCKS_DIRNAME)
+        self._marks_kept = False  # a mark was kept for a held lock: the next scan must run
         self._watch = ChangeWatch()  # made before the first walk, so it misses nothing after
         self.writes = 0
         self.clobbers = 0
@@ -199,9 +200,9 @@ class ClobberDetector:
                 yield f"{prefix}{entry.name}", st
 
     def _scan(self, trigger: str, via: str) -> None:
-        if not self._watch.touched() and not self._marks.kept:
+        if not self._watch.touched() and not self._marks_kept:
             return  # nothing in shared/ was touched since the last scan: it would find nothing
-        self._marks.kept = False  # this scan queues every mark still set, the kept ones too
+        self._marks_kept = False  # this scan queues every mark still set, the kept ones too
         found = dict(self._walk())
         for rel, st in found.items():
             f = self._files.get(rel)
@@ -385,7 +386,8 @@ class ClobberDetector:
 
     def _flush_marks(self, trigger: str | None = None) -> None:
         others = any(agent != trigger for agent in self._running)
-        failed, unsure = self._marks.flush(others_running=others)
+        failed, unsure, kept = self._marks.flush(others_running=others)
+        self._marks_kept = self._marks_kept or bool(kept)
         for rel in failed:
             self._files[rel].atime_unreliable = True
         for rel in unsure:

@@ -110,14 +110,21 @@ def relative_under(path: str, top: str) -> str | None:
     return None
 
 
+def _meta(path: Path) -> dict[str, Any]:
+    """meta.json's object; OSError or ValueError (saying why) when it cannot be had."""
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(meta, dict):
+        raise ValueError("not a JSON object")
+    return meta
+
+
 def load_meta(run_dir: Path) -> dict[str, Any]:
     """A run's meta.json, or {} when it is missing, unreadable or not a JSON object: a run
     killed before writing it, or a damaged one, is still listed, shown and replayed."""
     try:
-        meta = json.loads((run_dir / "meta.json").read_text(encoding="utf-8"))
+        return _meta(run_dir / "meta.json")
     except (OSError, ValueError):
         return {}
-    return meta if isinstance(meta, dict) else {}
 
 
 class Workspace:
@@ -161,12 +168,9 @@ class Workspace:
     def read_meta(self) -> dict[str, Any]:
         """meta.json, or RunError saying why it cannot be had (see also `load_meta`)."""
         try:
-            meta: dict[str, Any] = json.loads(self.meta_path.read_text(encoding="utf-8"))
+            return _meta(self.meta_path)
         except (OSError, ValueError) as exc:
             raise RunError(f"{self.meta_path}: cannot read the run's meta.json ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise RunError(f"{self.meta_path}: the run's meta.json is not a JSON object")
-        return meta
 
     def confine(self, agent: str, path: str, cwd: Path | None = None) -> Path:
         """Resolve `path` as the agent means it and return it if it lies inside the agent's
