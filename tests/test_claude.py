@@ -266,9 +266,11 @@ _USAGE = b'"usage": {"input_tokens": 1, "output_tokens": 1}'
 @pytest.mark.parametrize(
     ("raw", "problem"),
     [
-        (b"<html>Sign in to the network</html>", "a str, not a Messages reply"),
+        (b"<html>Sign in to the network</html>", "not JSON (text/html"),
         (b"{not json", "not JSON"),
         (b'{"type": "error", "error": {"type": "api_error"}}', "not a list of content blocks"),
+        (b'["a", "list"]', "a JSON list, not a Messages reply object"),
+        (b"\xff\xfe not utf-8", "not JSON (application/json)"),
         (_MESSAGE + b'"content": null, ' + _USAGE + b"}", "not a list of content blocks"),
         (
             _MESSAGE
@@ -281,8 +283,22 @@ _USAGE = b'"usage": {"input_tokens": 1, "output_tokens": 1}'
             _MESSAGE + b'"content": [], "usage": {"input_tokens": "lots", "output_tokens": 1}}',
             "its usage has no whole token counts",
         ),
+        (
+            b'{"model": "x", "stop_reason": ["tool_use"], "content": [], ' + _USAGE + b"}",
+            "a string or null `stop_reason`",
+        ),
     ],
-    ids=["html", "not-json", "error-body", "null-content", "bad-tool-use", "bad-usage"],
+    ids=[
+        "html",
+        "not-json",
+        "error-body",
+        "a-list",
+        "not-utf8",
+        "null-content",
+        "bad-tool-use",
+        "bad-usage",
+        "bad-stop-reason",
+    ],
 )
 def test_a_200_that_is_not_a_messages_reply_ends_the_agent_saying_so(
     tmp_path: Path, raw: bytes, problem: str
