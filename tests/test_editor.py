@@ -213,3 +213,22 @@ def test_a_fifo_is_refused_without_hanging_the_harness(tmp_path: Path) -> None:
     os.mkfifo(ws.agent_dir("a") / "pipe")
     with pytest.raises(ToolError, match="not a regular file"):
         EditorTool()._read(ctx, ws.confine("a", "pipe"))
+
+
+def test_a_file_is_read_whole_up_to_the_size_limit_and_refused_past_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sim.tools.editor._MAX_FILE_BYTES", 100_000)
+    ws, ctx = _editor_on(tmp_path)
+    tool = EditorTool()
+    fds = len(os.listdir("/proc/self/fd"))
+    big = ws.agent_dir("a") / "big.txt"
+    text = "".join(f"line {i}\n" for i in range(20_000))[:100_000]  # past one 64 KiB read
+    big.write_text(text)
+    assert tool._read(ctx, ws.confine("a", "big.txt")) == text
+    big.write_text(text + "x")
+    with pytest.raises(ToolError, match="100001 bytes, too large for the editor"):
+        tool._read(ctx, ws.confine("a", "big.txt"))
+    (ws.agent_dir("a") / "empty.txt").write_text("")
+    assert tool._read(ctx, ws.confine("a", "empty.txt")) == ""
+    assert len(os.listdir("/proc/self/fd")) == fds  # the refused file's descriptor too
