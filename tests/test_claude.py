@@ -287,6 +287,12 @@ _USAGE = b'"usage": {"input_tokens": 1, "output_tokens": 1}'
             b'{"model": "x", "stop_reason": ["tool_use"], "content": [], ' + _USAGE + b"}",
             "a string or null `stop_reason`",
         ),
+        (
+            _MESSAGE
+            + b'"content": [], "usage": {"input_tokens": 1, "output_tokens": 1, '
+            + b'"cache_read_input_tokens": "7"}}',
+            "its usage has no whole token counts",
+        ),
     ],
     ids=[
         "html",
@@ -298,6 +304,7 @@ _USAGE = b'"usage": {"input_tokens": 1, "output_tokens": 1}'
         "bad-tool-use",
         "bad-usage",
         "bad-stop-reason",
+        "bad-cache-usage",
     ],
 )
 def test_a_200_that_is_not_a_messages_reply_ends_the_agent_saying_so(
@@ -315,6 +322,21 @@ def test_a_200_that_is_not_a_messages_reply_ends_the_agent_saying_so(
     assert problem in end["message"] and "check that base_url" in end["message"], end
     assert of(events, "error", "alice")[0]["error"] == "ModelError"
     assert events[-1]["kind"] == "run_end"
+
+
+def test_a_reply_without_a_stop_reason_is_taken_as_null(tmp_path: Path) -> None:
+    # The SDK's Message defaults it to None; the reply is read as JSON, so sim does the same.
+    raw = (
+        b'{"id": "m", "type": "message", "role": "assistant", "model": "x", '
+        b'"content": [{"type": "text", "text": "done"}], ' + _USAGE + b"}"
+    )
+    script = {"agent alice": [Turn([], raw=raw, raw_type="application/json")]}
+    with FakeAnthropic(script) as api:
+        result, events = run(tmp_path, scenario(api, [agent("alice")]))
+    assert result.status == "completed", result.reason
+    (response,) = of(events, "model_response", "alice")
+    assert response["stop_reason"] is None and response["content"][0]["text"] == "done"
+    assert of(events, "agent_end")[0]["reason"] == "finished"
 
 
 def test_tool_calls_of_a_reply_cut_at_max_tokens_are_not_run(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def test_a_file_is_read_whole_up_to_the_size_limit_and_refused_past_it(
     big.write_text(text)
     assert tool._read(ctx, ws.confine("a", "big.txt")) == text
     big.write_text(text + "x")
-    with pytest.raises(ToolError, match="100001 bytes, too large for the editor"):
+    with pytest.raises(ToolError, match="is 100001 bytes: too large for the editor"):
         tool._read(ctx, ws.confine("a", "big.txt"))
     (ws.agent_dir("a") / "empty.txt").write_text("")
     assert tool._read(ctx, ws.confine("a", "empty.txt")) == ""

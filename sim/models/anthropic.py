@@ -169,7 +169,10 @@ def _reply_parts(msg: object) -> tuple[list[dict[str, Any]], dict[str, Any]] | s
             and isinstance(block.get("input"), dict)
         ):
             return f"a tool_use block needs a string id and name and an object input: {block}"
-    if not all(type(usage.get(k)) is int for k in ("input_tokens", "output_tokens")):
+    if not all(type(usage.get(k)) is int for k in ("input_tokens", "output_tokens")) or not all(
+        type(usage.get(k)) in (int, type(None))
+        for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
+    ):
         return f"its usage has no whole token counts: {usage}"
     if not isinstance(msg.get("stop_reason"), str | None) or not isinstance(msg.get("model"), str):
         return "it needs a string `model` and a string or null `stop_reason`"
@@ -244,7 +247,7 @@ class ClaudeModel:
         priced = self.name if is_priced(self.name) else msg["model"]
         return Reply(
             content=content,
-            stop_reason=msg["stop_reason"],
+            stop_reason=msg.get("stop_reason"),  # None when absent, as the SDK's Message has it
             usage=usage,
             model=msg["model"],
             retries=call.retries,

@@ -156,9 +156,13 @@ class EditorTool:
         finally:
             os.close(fd)
         if size > _MAX_FILE_BYTES:
+            if st.st_size == size:
+                what = f"is {size} bytes"
+            else:
+                what = f"grew to more than {_MAX_FILE_BYTES} bytes as it was read"
             raise ToolError(
-                f"{path} is {size} bytes, too large for the editor (at most "
-                f"{_MAX_FILE_BYTES}); use bash (head, grep, sed) to look at parts of it"
+                f"{path} {what}: too large for the editor (at most {_MAX_FILE_BYTES} bytes); "
+                "use bash (head, grep, sed) to look at parts of it"
             )
         data = b"".join(parts)
         if b"\0" in data:
