@@ -62,24 +62,27 @@ def test_a_watch_that_cannot_be_added_makes_every_look_a_touch(tmp_path: Path) -
     assert watch.touched() and watch.touched()
 
 
-def _inotify_fds() -> int:
-    count = 0
-    for fd in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(FileNotFoundError):  # the listing's own, closed by now
-            count += os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify"
-    return count
+def _inotify(fds: set[int]) -> set[int]:
+    """Those of `fds` that are inotify descriptors now."""
+    out = set()
+    for fd in fds:
+        with contextlib.suppress(FileNotFoundError):  # closed
+            if os.readlink(f"/proc/self/fd/{fd}") == "anon_inode:inotify":
+                out.add(fd)
+    return out
 
 
 def test_close_gives_the_descriptor_back(tmp_path: Path) -> None:
     # The close runs in a thread nobody waits for (it can wait on the kernel): it still runs.
-    before = _inotify_fds()
+    # Our own descriptors are followed, not a count: an earlier test's may close meanwhile.
     watches = [ChangeWatch() for _ in range(5)]
     for watch in watches:
         watch.watch_dir(tmp_path)
-    assert _inotify_fds() == before + 5
+    ours = {watch._fd for watch in watches if watch._fd is not None}
+    assert len(ours) == 5 and _inotify(ours) == ours
     for watch in watches:
         watch.close()
     deadline = time.monotonic() + 10
-    while _inotify_fds() > before and time.monotonic() < deadline:
+    while _inotify(ours) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert _inotify_fds() == before
+    assert not _inotify(ours)
