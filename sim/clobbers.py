@@ -254,9 +254,9 @@ class ClobberDetector:
         size = -1 if st is None else st.st_size
         digest, prefix = (None, None) if st is None else self._digest_with_prefix(rel, st, previous)
         same_inode = st is not None and f.key is not None and f.key[0] == st.st_ino
-        if st is not None:  # (again: a file removed and made anew may get the same inode)
-            self._watch.watch_file(self.shared / rel)
         if st is not None:
+            # Watched again: a file removed and made anew may have got the same inode number.
+            self._watch.watch_file(self.shared / rel)
             if read_first is None:  # a command: did it read the file (atime set since reset)?
                 read_first = (
                     same_inode and not f.atime_unreliable and (st.st_atime_ns != 0 or f.maybe_read)

@@ -25,6 +25,7 @@ True from then on: every scan runs, as before.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -98,13 +99,12 @@ class ChangeWatch:
             return True
         if not self._queued.poll(0):
             return False
-        heard = False
-        try:
-            while os.read(self._fd, 65536):  # the events themselves do not matter, only any
-                heard = True
-        except BlockingIOError:
-            pass
-        return heard
+        # Drained until the queue is empty (an inotify read never returns 0 bytes): the
+        # events themselves do not matter, only that there were some.
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._fd, 65536):
+                pass
+        return True
 
     def close(self) -> None:
         """Stop watching. Closing an inotify descriptor that has watches waits in the kernel

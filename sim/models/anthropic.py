@@ -150,34 +150,36 @@ class _RetryPolicy(anthropic.Middleware):
         return response
 
 
-def _reply_parts(msg: object) -> tuple[list[dict[str, Any]], dict[str, Any]] | str:
-    """A reply's content blocks and usage, or what is wrong with it. Nothing checks a 200 for
-    us: it may be a proxy's error page, an error body, a tool_use without an id. Caught here,
-    not as a KeyError three calls on."""
+def _reply_parts(msg: object) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A reply's content blocks and usage; ValueError saying what is wrong with it. Nothing
+    checks a 200 for us: it may be a proxy's error page, an error body, a tool_use without an
+    id. Caught here, not as a KeyError three calls on."""
     if not isinstance(msg, dict):
-        return f"a JSON {type(msg).__name__}, not a Messages reply object"
+        raise ValueError(f"a JSON {type(msg).__name__}, not a Messages reply object")
     content = msg.get("content")
     usage = msg.get("usage")
     if not isinstance(content, list) or not all(
         isinstance(b, dict) and isinstance(b.get("type"), str) for b in content
     ):
-        return "its `content` is not a list of content blocks"
+        raise ValueError("its `content` is not a list of content blocks")
     if not isinstance(usage, dict):
-        return "it has no `usage`"
+        raise ValueError("it has no `usage`")
     for block in content:
         if block["type"] == "tool_use" and not (
             isinstance(block.get("id"), str)
             and isinstance(block.get("name"), str)
             and isinstance(block.get("input"), dict)
         ):
-            return f"a tool_use block needs a string id and name and an object input: {block}"
+            raise ValueError(
+                f"a tool_use block needs a string id and name and an object input: {block}"
+            )
     if not all(type(usage.get(k)) is int for k in ("input_tokens", "output_tokens")) or not all(
         type(usage.get(k)) in (int, type(None))
         for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
     ):
-        return f"its usage has no whole token counts: {usage}"
+        raise ValueError(f"its usage has no whole token counts: {usage}")
     if not isinstance(msg.get("stop_reason"), str | None) or not isinstance(msg.get("model"), str):
-        return "it needs a string `model` and a string or null `stop_reason`"
+        raise ValueError("it needs a string `model` and a string or null `stop_reason`")
     return content, usage
 
 
@@ -244,7 +246,10 @@ class ClaudeModel:
         except ValueError as exc:  # JSONDecodeError, or bytes that are not UTF-8
             kind = raw.http_response.headers.get("content-type", "no content-type")
             raise self._not_a_reply(f"not JSON ({kind}): {exc}", body) from None
-        content, usage = self._checked(msg)
+        try:
+            content, usage = _reply_parts(msg)
+        except ValueError as exc:
+            raise self._not_a_reply(str(exc), body) from None
         self._trimmer.observe(usage, len(request.messages))
         priced = self.name if is_priced(self.name) else msg["model"]
         return Reply(
@@ -256,15 +261,8 @@ class ClaudeModel:
             cost_usd=cost_usd(priced, usage),
         )
 
-    def _checked(self, msg: object) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """The content blocks and usage of a reply, as dicts, or ModelError saying why not."""
-        parts = _reply_parts(msg)
-        if isinstance(parts, str):
-            raise self._not_a_reply(parts, msg)
-        return parts
-
-    def _not_a_reply(self, problem: str, body: object) -> ModelError:
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    def _not_a_reply(self, problem: str, body: bytes) -> ModelError:
+        text = body.decode("utf-8", "replace")
         return ModelError(
             f"{self.name}: the API at {self._client.base_url} answered 200 with what is not a "
             f"Messages reply ({problem[:300]}); check that base_url (or {BASE_URL_VAR}) is the "

@@ -67,6 +67,13 @@ def _list_dir(fd: int, path: Path) -> str:
     return "\n".join(out)
 
 
+def _too_large(path: Path, what: str) -> ToolError:
+    return ToolError(
+        f"{path} {what}: too large for the editor (at most {_MAX_FILE_BYTES} bytes); "
+        "use bash (head, grep, sed) to look at parts of it"
+    )
+
+
 def _numbered(lines: list[str], first: int) -> str:
     return "\n".join(f"{first + i:6}\t{line}" for i, line in enumerate(lines))
 
@@ -135,35 +142,27 @@ class EditorTool:
 
     def _read_open(self, fd: int, st: os.stat_result, path: Path) -> str:
         """The text of the file open on `fd`, which this closes."""
-        if not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            if stat.S_ISDIR(st.st_mode):
-                raise ToolError(f"{path} is a directory; view it, or give a file path")
-            raise ToolError(f"{path} is not a regular file (a FIFO, a device?); use bash")
         # os.read, not a file object: making one (and its own fstat) was a third of a view.
         parts: list[bytes] = []
-        size = st.st_size
         try:
-            if size <= _MAX_FILE_BYTES:
-                size = 0  # counted again as read: the file may have changed since the fstat
-                while size <= _MAX_FILE_BYTES and (
-                    part := os.read(fd, max(st.st_size + 1 - size, 65536))
-                ):
-                    parts.append(part)
-                    size += len(part)
+            if stat.S_ISDIR(st.st_mode):
+                raise ToolError(f"{path} is a directory; view it, or give a file path")
+            if not stat.S_ISREG(st.st_mode):
+                raise ToolError(f"{path} is not a regular file (a FIFO, a device?); use bash")
+            if st.st_size > _MAX_FILE_BYTES:
+                raise _too_large(path, f"is {st.st_size} bytes")
+            got = 0  # counted as read: the file may have changed since the fstat
+            while got <= _MAX_FILE_BYTES and (
+                part := os.read(fd, max(st.st_size + 1 - got, 65536))
+            ):
+                parts.append(part)
+                got += len(part)
+            if got > _MAX_FILE_BYTES:
+                raise _too_large(path, f"grew to more than {_MAX_FILE_BYTES} bytes as it was read")
         except OSError as exc:
             raise ToolError(f"cannot read {path}: {exc.strerror}") from None
         finally:
             os.close(fd)
-        if size > _MAX_FILE_BYTES:
-            if st.st_size == size:
-                what = f"is {size} bytes"
-            else:
-                what = f"grew to more than {_MAX_FILE_BYTES} bytes as it was read"
-            raise ToolError(
-                f"{path} {what}: too large for the editor (at most {_MAX_FILE_BYTES} bytes); "
-                "use bash (head, grep, sed) to look at parts of it"
-            )
         data = b"".join(parts)
         if b"\0" in data:
             raise ToolError(f"{path} is a binary file; the editor edits text files only")
